@@ -1,0 +1,369 @@
+"""Tests of etr.py: hand-computed values, analytic gradients, invariances."""
+import ast
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import etr
+
+ALGOS = list(etr.ALGOS)
+
+
+# ---------------------------------------------------------------------------------------------
+# A fixed batch: two responses, A = +1 and A = -1, each with tokens below, inside and above
+# the clip range. Response 0 has a 4th token (uneven lengths); response 1 is padded there.
+# ---------------------------------------------------------------------------------------------
+RATIOS = [[0.5, 1.0, 1.5, 1.0],
+          [0.5, 1.0, 1.5, 7.0]]   # the 7.0 sits on a padded position: it must not matter
+ADV = [1.0, -1.0]
+MASK = [[1, 1, 1, 1],
+        [1, 1, 1, 0]]
+
+
+def fixed_batch():
+    old_logp = torch.full((2, 4), -1.0)
+    logp = (old_logp + torch.tensor(RATIOS).log()).requires_grad_(True)
+    return logp, old_logp, torch.tensor(ADV), torch.tensor(MASK)
+
+
+def run(algo, logp, old_logp, adv, mask, entropy=None, old_entropy=None, group_std=None, ref_logp=None, **cfg):
+    cfg = etr.make_config(algo, **cfg)
+    if entropy is None:  # equal entropies: ERC masks nothing
+        entropy = old_entropy = torch.ones_like(old_logp)
+    if group_std is None:
+        group_std = torch.full_like(adv, 0.5)
+    loss, metrics = etr.ALGOS[algo](logp, old_logp, adv, mask, cfg, group_std=group_std,
+                                    entropy=entropy, old_entropy=old_entropy, ref_logp=ref_logp)
+    (grad,) = torch.autograd.grad(loss, logp)
+    return loss.item(), grad, {k: v.item() for k, v in metrics.items()}
+
+
+# Per-token losses l_t = -min(rho A, clip(rho) A), worked by hand.
+# A = +1, eps 0.2/0.2: rho 0.5 -> -0.5, 1.0 -> -1.0, 1.5 -> -1.2 (clipped high), 1.0 -> -1.0
+# A = -1:              rho 0.5 -> +0.8 (clipped low), 1.0 -> +1.0, 1.5 -> +1.5
+# With eps_high = 0.28 (DAPO): the A = +1, rho = 1.5 token gives -1.28 instead.
+L_GRPO = [[-0.5, -1.0, -1.2, -1.0], [0.8, 1.0, 1.5]]
+L_DAPO = [[-0.5, -1.0, -1.28, -1.0], [0.8, 1.0, 1.5]]
+
+
+def token_mean(rows):
+    return sum(map(sum, rows)) / sum(map(len, rows))
+
+
+def seq_mean(rows):
+    return sum(sum(r) / len(r) for r in rows) / len(rows)
+
+
+@pytest.mark.parametrize("algo, expected", [
+    ("grpo", seq_mean(L_GRPO)),                 # (-3.7/4 + 3.3/3) / 2
+    ("dapo", token_mean(L_DAPO)),               # -0.48 / 7
+    ("gppo", token_mean(L_GRPO)),               # GPPO has PPO's forward value
+    ("drgrpo", sum(map(sum, L_GRPO)) / (2 * 16)),  # max_len = 16 below; A unchanged (given)
+    # ETR, sigma = 0.5 (M = 1), |A| = 1 (m = 1.5): eps = 0.3 on both sides for both responses
+    ("etr", ((-0.5 - 1.0 - 1.3 - 1.0) / 4 + (0.7 + 1.0 + 1.5) / 3) / 2),
+    ("erc-dapo", token_mean(L_DAPO)),           # equal entropies: nothing dropped
+    ("erc-gppo", token_mean(L_GRPO)),           # dual-clip c = 10 does not bind at rho <= 1.5
+])
+def test_forward_values_by_hand(algo, expected):
+    loss, _, metrics = run(algo, *fixed_batch(), max_len=16)
+    assert loss == pytest.approx(expected, abs=1e-6)
+    assert metrics["ratio_max"] == pytest.approx(1.5, rel=1e-6)  # the padded 7.0 is ignored
+
+
+def analytic_grad(algo, eps_low, eps_high, n):
+    """d loss / d logp per token: -F * A / N, F = rho inside, 0 where PPO clips, the bound for GPPO."""
+    grad = torch.zeros(2, 4)
+    for i, a in enumerate(ADV):
+        for t in range(4):
+            if not MASK[i][t]:
+                continue
+            rho = RATIOS[i][t]
+            high, low = a > 0 and rho > 1 + eps_high, a < 0 and rho < 1 - eps_low
+            if "gppo" in algo:
+                f = 1 + eps_high if high else 1 - eps_low if low else rho
+            else:
+                f = 0.0 if (high or low) else rho
+            grad[i, t] = -f * a / n[i]
+    return grad
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_gradients_match_analytic(algo):
+    cfg = etr.make_config(algo)
+    if algo == "etr":  # alpha = beta = 0 keeps the bounds fixed; ETR's own bounds are tested below
+        overrides = dict(etr_alpha=0.0, etr_beta=0.0)
+    else:
+        overrides = {}
+    _, grad, _ = run(algo, *fixed_batch(), max_len=16, **overrides)
+    lengths = [4, 3]
+    if cfg.loss_agg == "token-mean":
+        n = [7, 7]
+    elif cfg.loss_agg == "seq-mean":
+        n = [2 * length for length in lengths]
+    else:
+        n = [2 * 16, 2 * 16]
+    expected = analytic_grad(algo, cfg.eps_low, cfg.eps_high, n)
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_clip_fractions_per_side():
+    _, _, m = run("grpo", *fixed_batch())
+    # one clipped-high token (A > 0, rho 1.5) and one clipped-low token (A < 0, rho 0.5) out of 7
+    assert m["clip_frac_high"] == pytest.approx(1 / 7)
+    assert m["clip_frac_low"] == pytest.approx(1 / 7)
+    _, _, m = run("dapo", *fixed_batch())
+    assert m["clip_frac_high"] == pytest.approx(1 / 7)  # 1.5 > 1.28 still clipped
+    # approx KL(old || new) = mean of rho - 1 - log rho over valid tokens
+    vals = [r - 1 - math.log(r) for row, mrow in zip(RATIOS, MASK) for r, k in zip(row, mrow) if k]
+    assert m["approx_kl"] == pytest.approx(sum(vals) / 7, rel=1e-5)
+
+
+def test_dual_clip_caps_negative_advantage_loss():
+    old_logp = torch.zeros(1, 3)
+    logp = torch.tensor([[math.log(2.0), math.log(4.0), math.log(0.5)]], requires_grad=True)
+    adv, mask = torch.tensor([-1.0]), torch.ones(1, 3)
+    loss, grad, m = run("grpo", logp, old_logp, adv, mask, dual_clip=3.0, loss_agg="token-mean")
+    # rho 2 -> 2 (inside the cap, gradient rho*|A|/N); rho 4 -> capped at c|A| = 3, no gradient;
+    # rho 0.5 -> clipped low at 0.8, no gradient
+    assert loss == pytest.approx((2.0 + 3.0 + 0.8) / 3)
+    torch.testing.assert_close(grad, torch.tensor([[2.0 / 3, 0.0, 0.0]]))
+    assert m["clip_frac_high"] == pytest.approx(1 / 3)  # the capped token
+    # positive advantages are never capped
+    loss, grad, _ = run("grpo", logp, old_logp, -adv, mask, dual_clip=3.0, loss_agg="token-mean")
+    assert loss == pytest.approx(-(1.2 + 1.2 + 0.5) / 3)
+
+
+def test_kl_penalty_k3_value_and_gradient():
+    logp = torch.tensor([[math.log(0.5), math.log(0.25)]], requires_grad=True)
+    ref = torch.tensor([[math.log(0.25), math.log(0.25)]])
+    cfg = etr.make_config("dapo", kl_coef=0.1)
+    loss, m = etr.grpo_loss(logp, logp.detach(), torch.zeros(1), torch.ones(1, 2), cfg, ref_logp=ref)
+    # A = 0: only the KL term. D = r - log r - 1 with r = ref/pi: r = 0.5 -> 0.5 + log 2 - 1; r = 1 -> 0
+    d = 0.5 + math.log(2) - 1
+    assert loss.item() == pytest.approx(0.1 * d / 2, rel=1e-6)
+    assert m["kl"].item() == pytest.approx(d / 2, rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, logp)
+    # dD/dlogp = -r + 1
+    torch.testing.assert_close(grad, torch.tensor([[0.1 * (1 - 0.5) / 2, 0.0]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantages
+# ---------------------------------------------------------------------------------------------
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    adv, std = etr.group_advantages(rewards, 4, eps=0.0)
+    s = math.sqrt(0.25 * 0.75)  # population std of {1, 0, 0, 0}
+    torch.testing.assert_close(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / s)
+    assert torch.equal(adv[4:], torch.zeros(4))          # zero variance -> exactly 0, no NaN
+    torch.testing.assert_close(std, torch.tensor([s] * 4 + [0.0] * 4))
+    adv, _ = etr.group_advantages(rewards, 4, std_mode="none")
+    torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0]))
+    adv, _ = etr.group_advantages(rewards, 4, std_mode="batch", eps=0.0)
+    batch_std = math.sqrt(5 / 8 * 3 / 8)
+    torch.testing.assert_close(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / batch_std)
+    # a non-0/1 constant group also gives exactly 0 (mean of 0.7s is not exactly 0.7 in fp32)
+    adv, std = etr.group_advantages(torch.full((3,), 0.7), 3)
+    assert torch.equal(adv, torch.zeros(3)) and torch.equal(std, torch.zeros(3))
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        etr.group_advantages(torch.ones(5), 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# ETR
+# ---------------------------------------------------------------------------------------------
+def test_etr_forward_by_hand():
+    # group {1, 0, 0, 0}: sigma^2 = 3/16, A = sqrt(3) (success), -1/sqrt(3) (failures)
+    adv, std = etr.group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), 4, eps=0.0)
+    cfg = etr.make_config("etr")  # alpha 0.5, beta 0.5, a_max 3
+    eps_low, eps_high = etr.etr_bounds(adv, std, cfg)
+    M = 0.5 + 0.5 * (3 / 16) / 0.25
+    expected = [0.2 * (1 + 0.5 * math.sqrt(3)) * M] + [0.2 * (1 + 0.5 / math.sqrt(3)) * M] * 3
+    torch.testing.assert_close(eps_low, torch.tensor(expected))
+    torch.testing.assert_close(eps_high, torch.tensor(expected))
+    # the success token at rho = 1.3 is inside its widened region (eps = 0.327) -> l = -1.3 * A;
+    # a failure token at rho = 0.75 is below 1 - 0.2255 -> clipped to 0.7745
+    old_logp = torch.zeros(4, 1)
+    logp = torch.tensor([[math.log(1.3)], [math.log(0.75)], [0.0], [0.0]], requires_grad=True)
+    loss, grad, m = run("etr", logp, old_logp, adv, torch.ones(4, 1), group_std=std)
+    a_s, a_f = math.sqrt(3), -1 / math.sqrt(3)
+    per_seq = [-1.3 * a_s, -(1 - expected[1]) * a_f, -a_f, -a_f]
+    assert loss == pytest.approx(sum(per_seq) / 4, rel=1e-5)
+    torch.testing.assert_close(grad, torch.tensor([[-1.3 * a_s / 4], [0.0], [-a_f / 4], [-a_f / 4]]))
+    assert m["etr_eps_low_mean"] == pytest.approx(sum(expected) / 4, rel=1e-6)
+
+
+def test_etr_with_alpha_beta_zero_is_exactly_grpo():
+    torch.manual_seed(0)
+    B, T, G = 8, 6, 4
+    old_logp = -torch.rand(B, T) * 3
+    logp = (old_logp + 0.4 * torch.randn(B, T)).requires_grad_(True)
+    adv, std = etr.group_advantages(torch.randint(0, 2, (B,)).float(), G)
+    mask = (torch.rand(B, T) > 0.2).long()
+    for agg in ["token-mean", "seq-mean", "drgrpo"]:
+        loss_g, grad_g, m_g = run("grpo", logp, old_logp, adv, mask, loss_agg=agg, max_len=T)
+        loss_e, grad_e, m_e = run("etr", logp, old_logp, adv, mask, group_std=std, loss_agg=agg, max_len=T,
+                                  etr_alpha=0.0, etr_beta=0.0)
+        assert loss_g == loss_e
+        assert torch.equal(grad_g, grad_e)
+        assert {k: m_e[k] for k in m_g} == m_g
+
+
+def test_etr_bounds_monotone_in_abs_adv_and_clamped():
+    cfg = etr.make_config("etr")
+    adv = torch.linspace(-6, 6, 241)
+    eps_low, eps_high = etr.etr_bounds(adv, torch.full_like(adv, 0.5), cfg)
+    order = adv.abs().argsort()
+    assert (eps_low[order].diff() >= 0).all() and (eps_high[order].diff() >= 0).all()
+    assert eps_low[order][-1] > eps_low[order][0]  # it really widens
+    # clamps: huge alpha hits eps_max, beta = 1 with zero variance hits eps_min
+    wide = etr.make_config("etr", etr_alpha=100.0, etr_a_max=100.0)
+    assert etr.etr_bounds(adv, torch.full_like(adv, 0.5), wide)[1].max().item() == pytest.approx(wide.etr_eps_max)
+    narrow = etr.make_config("etr", etr_beta=1.0)
+    lo, hi = etr.etr_bounds(torch.zeros(3), torch.zeros(3), narrow)
+    assert torch.allclose(lo, torch.full((3,), narrow.etr_eps_min)) and torch.allclose(hi, lo)
+
+
+def test_etr_macro_term_peaks_at_half_pass_rate_and_is_symmetric():
+    G = 8
+    cfg = etr.make_config("etr", etr_alpha=0.0)  # isolate the macro term
+    M = []
+    for k in range(G + 1):  # k successes out of G
+        rewards = torch.tensor([1.0] * k + [0.0] * (G - k))
+        _, std = etr.group_advantages(rewards, G)
+        M.append(etr.etr_bounds(torch.zeros(1), std[:1], cfg)[1].item())
+    assert max(M) == M[G // 2] and all(M[k] < M[G // 2] for k in range(G + 1) if k != G // 2)
+    assert all(M[k] == pytest.approx(M[G - k]) for k in range(G + 1))
+    assert M[G // 2] == pytest.approx(0.2)  # sigma^2 = 1/4 = sigma_max^2 -> M = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# ERC
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", ["erc-dapo", "erc-gppo"])
+def test_erc_masks_out_of_band_tokens_strictly(algo):
+    old_logp = torch.zeros(1, 6)
+    logp = torch.tensor([[0.05, -0.05, 0.02, 0.0, 0.1, -0.1]], requires_grad=True)
+    adv, mask = torch.tensor([1.0]), torch.ones(1, 6)
+    old_entropy = torch.ones(1, 6)
+    # beta = 0.5 makes the band edges exact in fp32: 0.5 and 1.5 lie ON the edge -> dropped (strict)
+    entropy = torch.tensor([[0.4, 0.5, 0.51, 1.0, 1.49, 1.5]])
+    keep = torch.tensor([[False, False, True, True, True, False]])
+    loss, grad, m = run(algo, logp, old_logp, adv, mask, entropy=entropy, old_entropy=old_entropy,
+                        erc_beta_low=0.5, erc_beta_high=0.5)
+    assert torch.equal(grad != 0, keep)                    # no gradient out of the band
+    ratio = logp.detach().exp()
+    torch.testing.assert_close(grad[keep], -ratio[keep] / 6)  # kept: PPO's -rho A / N, N counts all 6
+    assert loss == pytest.approx((-ratio).mean().item(), rel=1e-6)  # dropped tokens keep their value
+    assert m["erc_masked_frac"] == pytest.approx(3 / 6)
+
+
+def test_erc_equal_entropies_mask_nothing_and_ignores_sign_of_adv():
+    torch.manual_seed(1)
+    ent = torch.rand(4, 5) * 3
+    keep = etr.erc_keep_mask(ent, ent.clone(), 0.05, 0.05)
+    assert keep.all()
+    keep = etr.erc_keep_mask(ent * 1.2, ent, 0.05, 0.05)
+    assert not keep.any()
+    old_logp = torch.zeros(2, 1)
+    logp = torch.zeros(2, 1, requires_grad=True)
+    _, grad, _ = run("erc-dapo", logp, old_logp, torch.tensor([1.0, -1.0]), torch.ones(2, 1),
+                     entropy=torch.full((2, 1), 2.0), old_entropy=torch.ones(2, 1))
+    assert torch.equal(grad, torch.zeros(2, 1))  # dropped for either sign of A
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient accumulation is exact
+# ---------------------------------------------------------------------------------------------
+def random_batch(B=7, T=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([9, 2, 5, 7, 1, 3, 8])[:B]
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()          # [B, T] uneven lengths
+    old_logp = -torch.rand(B, T, generator=g) * 4
+    logp = old_logp + 0.5 * torch.randn(B, T, generator=g)                # ratios on both sides of the clip
+    adv = torch.randn(B, generator=g)
+    group_std = torch.rand(B, generator=g) * 0.5
+    old_entropy = torch.rand(B, T, generator=g) + 0.5
+    entropy = old_entropy * (1 + 0.1 * torch.randn(B, T, generator=g))    # some tokens out of ERC's band
+    ref_logp = old_logp + 0.1 * torch.randn(B, T, generator=g)
+    return dict(logp=logp, old_logp=old_logp, adv=adv, mask=mask, group_std=group_std, entropy=entropy,
+                old_entropy=old_entropy, ref_logp=ref_logp)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean", "drgrpo"])
+def test_accumulation_equals_full_batch(algo, agg):
+    b = random_batch()
+    cfg = etr.make_config(algo, loss_agg=agg, max_len=12, kl_coef=0.05)
+    fn = etr.ALGOS[algo]
+    B = b["mask"].shape[0]
+    num_tokens, num_seqs = b["mask"].sum(), B
+
+    def loss_of(rows, logp):
+        sub = {k: v[rows] for k, v in b.items() if k != "logp"}
+        t_max = int(sub["mask"].sum(1).max())          # trim padding like the training loop does
+        sub = {k: v[:, :t_max] if v.dim() == 2 else v for k, v in sub.items()}
+        return fn(logp[rows][:, :t_max], sub.pop("old_logp"), sub.pop("adv"), sub.pop("mask"), cfg,
+                  num_tokens=num_tokens, num_seqs=num_seqs, **sub)
+
+    full_logp = b["logp"].clone().requires_grad_(True)
+    full_loss, full_m = loss_of(torch.arange(B), full_logp)
+    full_loss.backward()
+    for k in [2, 3, 4]:
+        logp = b["logp"].clone().requires_grad_(True)
+        total, summed = 0.0, {}
+        for rows in torch.arange(B).tensor_split(k):  # uneven chunk sizes
+            loss, m = loss_of(rows, logp)
+            loss.backward()
+            total += loss.item()
+            for name, v in m.items():
+                summed[name] = max(summed.get(name, v), v) if name.endswith("_max") else summed.get(name, 0) + v
+        assert total == pytest.approx(full_loss.item(), abs=1e-6)
+        torch.testing.assert_close(logp.grad, full_logp.grad, atol=1e-6, rtol=0)
+        for name, v in full_m.items():
+            assert summed[name].item() == pytest.approx(v.item(), abs=1e-6), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness and copyability
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", ALGOS)
+def test_extreme_log_ratios_stay_finite(algo):
+    old_logp = torch.zeros(4, 2)
+    logp = torch.tensor([[50.0, -50.0]] * 4, requires_grad=True)
+    adv = torch.tensor([2.0, -2.0, 1.0, -1.0])
+    for dual in [None, 10.0]:
+        loss, grad, m = run(algo, logp, old_logp, adv, torch.ones(4, 2), group_std=torch.full((4,), 0.5),
+                            dual_clip=dual, max_len=4, kl_coef=0.1, ref_logp=torch.full((4, 2), -3.0), entropy=torch.full((4, 2), 1e-12),
+                            old_entropy=torch.full((4, 2), 5.0))
+        assert math.isfinite(loss) and torch.isfinite(grad).all()
+        assert all(math.isfinite(v) for v in m.values())
+
+
+def test_unknown_algo_and_setting_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown algo 'ppo'"):
+        etr.make_config("ppo")
+    with pytest.raises(ValueError, match="unknown loss settings"):
+        etr.make_config("grpo", eps_hi=0.3)
+    b = random_batch()
+    with pytest.raises(ValueError, match="max_len"):
+        etr.grpo_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("drgrpo"))
+    with pytest.raises(ValueError, match="ref_logp"):
+        etr.grpo_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("grpo", kl_coef=0.1))
+    with pytest.raises(TypeError, match="group_std"):
+        etr.etr_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("etr"))
+
+
+def test_etr_py_imports_only_torch_and_stdlib():
+    tree = ast.parse(Path(etr.__file__).read_text())
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "etr.py must not import from the project"
+            mods.add(node.module.split(".")[0])
+    assert mods - {"torch"} <= set(sys.stdlib_module_names), mods
