@@ -243,13 +243,14 @@ class LossConfig:
 
 
 def finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, extra=None, *, num_tokens=None,
-           num_seqs=None, ref_logp=None, **unused):
+           num_seqs=None, ref_logp=None, group_std=None, entropy=None, old_entropy=None):
     """What every algorithm does last: dual-clip, KL penalty, aggregation, metrics.
 
     Metrics are detached and additive over micro-batches like the loss (each a token mean divided by the
     mini-batch's num_tokens), except keys ending in _max, which combine by max. `extra` maps further
     metric names to per-token values [B, T] to average the same way. Batch tensors an algorithm does
-    not use (group_std, entropy, ...) arrive in **unused, so every algorithm takes the same batch.
+    not use (group_std, entropy, ...) are accepted and ignored, so every algorithm takes the same batch
+    (and a misspelt keyword is an error, not a silently wrong normaliser).
     """
     if cfg.dual_clip is not None:
         loss_tok, capped = dual_clip(loss_tok, adv, cfg.dual_clip)

@@ -353,6 +353,8 @@ def test_unknown_algo_and_setting_are_clear_errors():
         etr.grpo_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("drgrpo"))
     with pytest.raises(ValueError, match="ref_logp"):
         etr.grpo_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("grpo", kl_coef=0.1))
+    with pytest.raises(TypeError, match="num_token"):
+        etr.grpo_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("grpo"), num_token=5)
     with pytest.raises(TypeError, match="group_std"):
         etr.etr_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("etr"))
 
