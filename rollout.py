@@ -1,0 +1,239 @@
+"""The model side of RL with verifiable rewards: load a causal LM, sample groups of completions, score them.
+
+Three jobs, shared by train.py and eval.py:
+
+1. load_model: a Hugging Face hub id, a local directory, a short alias ("Qwen2.5-0.5B") or "toy" (the tiny
+   offline model built by toy.py) -> (model, tokenizer), bf16 on CUDA, fp32 on CPU, left padding.
+2. generate: every prompt x n samples through `model.generate` (KV cache, left padding), re-padded into one
+   batch. The completion mask covers each generated token up to AND INCLUDING the first EOS: the policy chose
+   to stop, so the EOS token carries reward and gradient like any other action. Tokens after it are padding,
+   and are masked by position, not by value, so pad == eos (the Qwen base models) cannot hide the EOS.
+3. completion_logprobs / score: log pi(token) of each completion token and the entropy of pi at that
+   position, from one forward pass, with the logits divided by the sampling temperature so that the scores
+   are those of the distribution that was sampled. The vocabulary is large (151,936 for Qwen), so the
+   [B, T, V] fp32 log-softmax is never built: the final hidden states of the completion tokens are pushed
+   through the lm_head a chunk of rows at a time, keeping only logsumexp, the gathered logit and the entropy.
+
+top_p < 1 makes the sampled distribution differ from the scored (full-softmax) one; this is the usual
+practice in GRPO implementations and is left to the caller.
+"""
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+class UserError(ValueError):
+    """Bad user input. The message is one line naming the fix; the CLIs print it and exit with status 2."""
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+MODEL_ALIASES = {
+    name: "Qwen/" + name
+    for name in [
+        "Qwen2.5-0.5B", "Qwen2.5-0.5B-Instruct",
+        "Qwen2.5-1.5B", "Qwen2.5-1.5B-Instruct",
+        "Qwen2.5-3B", "Qwen2.5-3B-Instruct",
+        "Qwen2.5-7B", "Qwen2.5-7B-Instruct",
+        "Qwen2.5-Math-1.5B", "Qwen2.5-Math-1.5B-Instruct",
+        "Qwen2.5-Math-7B", "Qwen2.5-Math-7B-Instruct",
+        "Qwen3-0.6B-Base", "Qwen3-1.7B-Base", "Qwen3-4B-Base",
+    ]
+}
+
+
+def resolve_model_name(name: str) -> str:
+    """Alias -> hub id (case-insensitive); anything else (hub id, local dir, "toy") is returned unchanged."""
+    by_lower = {alias.lower(): repo for alias, repo in MODEL_ALIASES.items()}
+    return by_lower.get(name.lower(), name)
+
+
+def load_model(name: str, device: str | None = None, gradient_checkpointing: bool = False):
+    """Load (model, tokenizer). name: hub id | local directory | alias | "toy"."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # slow import, only where needed
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "toy":
+        import toy
+        path = str(toy.build_toy())
+    else:
+        path = resolve_model_name(name)
+    looks_local = path.startswith((".", "/", "~")) or os.sep + os.sep in path or path.count("/") > 1
+    if looks_local and not Path(path).expanduser().is_dir():
+        raise UserError(f"model directory {path!r} does not exist: pass an existing directory, a hub id such as "
+                        f"Qwen/Qwen2.5-0.5B, an alias ({', '.join(list(MODEL_ALIASES)[:3])}, ...) or 'toy' to --model")
+    path = str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
+    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if Path(path).is_dir():
+            fix = "pass a directory written by save_pretrained (config.json, weights, tokenizer files)"
+        elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            fix = "HF_HUB_OFFLINE is set: pass a local directory with --model, or unset HF_HUB_OFFLINE to download it"
+        else:
+            fix = ("check the hub id (or use an alias such as Qwen2.5-0.5B), pass a local directory with --model, "
+                   "or connect to the internet")
+        raise UserError(f"cannot load model {path!r} ({reason}): {fix}") from e
+
+    if tokenizer.pad_token is None:  # batched generation needs a pad token; it is always masked out
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            raise UserError(f"the tokenizer of {path!r} has no pad, eos or unk token: pick a model whose tokenizer has an eos token")
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts must end flush right
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if gradient_checkpointing:  # recompute layer activations in backward: memory O(layers) -> O(1) per sequence
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # a training forward keeps no KV cache; generate() asks for one explicitly
+    return model.to(device), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+
+# The instruction used by the Qwen2.5-Math evaluations. "chat" is the user message inside the tokenizer's template.
+PROMPT_TEMPLATES = {
+    "plain": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.\n",
+    "chat": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.",
+}
+
+
+def build_prompt(problem: str, tokenizer, template: str = "plain") -> str:
+    if template not in PROMPT_TEMPLATES:
+        raise UserError(f"unknown prompt template {template!r}: use one of {', '.join(PROMPT_TEMPLATES)}")
+    text = PROMPT_TEMPLATES[template].replace("{problem}", problem)
+    if template == "plain":
+        return text
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("this tokenizer has no chat template: use the plain prompt template (--template plain)")
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS plus the generation config's (e.g. <|im_end|>)."""
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return sorted(set(ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+
+
+def _encode(tokenizer, texts: list[str]):
+    """Tokenize a batch, left-padded. A chat template already starts with BOS (Llama), so BOS is not added twice."""
+    add_special = tokenizer.bos_token is None or not texts[0].startswith(tokenizer.bos_token)
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0,
+             max_new_tokens: int = 256, batch_size: int = 64) -> dict:
+    """Sample n completions of every prompt (rows i*n .. i*n+n-1 belong to prompt i); temperature 0 = greedy."""
+    eos_ids, pad_id = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
+    sampling = temperature > 0
+    # Every knob set explicitly: generate() otherwise falls back to the checkpoint's generation_config
+    # (Qwen-Instruct ships top_k=20, repetition_penalty=1.1) or to transformers' default top_k=50,
+    # and the sampled policy would silently differ from the one completion_logprobs scores.
+    knobs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sampling else dict(do_sample=False)
+    rows = [p for p in prompts for _ in range(n)]
+    was_training = model.training
+    model.eval()
+    prompt_ids, prompt_mask, completion_ids = [], [], []
+    for start in range(0, len(rows), batch_size):
+        enc = _encode(tokenizer, rows[start:start + batch_size])
+        ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)  # [b, p]
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
+                             eos_token_id=eos_ids, pad_token_id=pad_id, repetition_penalty=1.0, **knobs)  # [b, p + t]
+        prompt_ids.append(ids.cpu())
+        prompt_mask.append(mask.cpu())
+        completion_ids.append(out[:, ids.shape[1]:].cpu())  # [b, t]
+    model.train(was_training)
+
+    P = max(x.shape[1] for x in prompt_ids)
+    T = max(x.shape[1] for x in completion_ids)
+    prompt_ids = torch.cat([F.pad(x, (P - x.shape[1], 0), value=pad_id) for x in prompt_ids])  # [N, P] left-padded
+    prompt_mask = torch.cat([F.pad(x, (P - x.shape[1], 0), value=0) for x in prompt_mask])  # [N, P]
+    completion_ids = torch.cat([F.pad(x, (0, T - x.shape[1]), value=pad_id) for x in completion_ids])  # [N, T]
+
+    # Mask by position: a token is kept unless an EOS came strictly before it. The first EOS itself is kept.
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids)).long()  # [N, T]
+    eos_before = is_eos.cumsum(1) - is_eos  # [N, T] number of EOS strictly before each position
+    completion_mask = (eos_before == 0).long()  # [N, T]
+    texts = tokenizer.batch_decode([ids[m.bool()] for ids, m in zip(completion_ids, completion_mask)],
+                                   skip_special_tokens=True)
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+            "completion_mask": completion_mask, "texts": texts, "truncated": ~is_eos.bool().any(1)}
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+CHUNK_ROWS = 1024  # completion tokens per lm_head chunk: [1024, 151936] fp32 logits = 0.6 GB at Qwen's vocabulary
+
+
+def _chunk_logp_entropy(h, tokens, lm_head, temperature: float):
+    """h [M, H] final hidden states, tokens [M] -> log pi(tokens) [M] (differentiable), entropy [M] (detached)."""
+    logits = lm_head(h).float() / temperature  # [M, V] the sampled distribution: softmax(logits / temperature)
+    lse = logits.logsumexp(-1)  # [M]
+    logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - lse  # [M]
+    with torch.no_grad():  # H = logsumexp(z) - sum_v softmax(z)_v z_v
+        entropy = lse.detach() - (logits.detach().softmax(-1) * logits.detach()).sum(-1)  # [M]
+    return logp, entropy
+
+
+def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float = 1.0,
+                        with_entropy: bool = True):
+    """log pi(token) [B, T] and entropy [B, T] (or None) of each completion token, float32; 0 where completion_mask == 0.
+
+    One forward pass over prompt + completion. Differentiable in the model's parameters when grad is enabled
+    (training); then each lm_head chunk is recomputed in backward (torch.utils.checkpoint), so neither forward
+    nor backward ever holds more than CHUNK_ROWS x V logits.
+    """
+    if temperature <= 0:
+        raise ValueError("completion_logprobs needs temperature > 0 (greedy samples have no log-probabilities to train on)")
+    device = model.device
+    B, T = completion_ids.shape
+    # Drop columns that are padding in every row (left of all prompts, right of all completions): it changes
+    # nothing (causal attention, positions from the mask) and micro-batches of short sequences get cheaper.
+    p0 = int(prompt_mask.any(0).long().argmax()) if prompt_mask.any() else prompt_mask.shape[1]
+    t1 = int(completion_mask.any(0).nonzero().max()) + 1 if completion_mask.any() else 0
+    input_ids = torch.cat([prompt_ids[:, p0:], completion_ids[:, :t1]], 1).to(device)  # [B, L]
+    attention_mask = torch.cat([prompt_mask[:, p0:], completion_mask[:, :t1]], 1).to(device)  # [B, L]
+    # Positions as generate() assigns them under left padding: counting real tokens only. Without this the
+    # scores of a left-padded row would not be those of the distribution it was sampled from.
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # [B, L]
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state  # [B, L, H]
+    P = input_ids.shape[1] - t1
+    hidden = hidden[:, P - 1:P - 1 + t1]  # [B, t1, H]: the state at position j predicts token j + 1
+    keep = completion_mask.to(device).bool()  # [B, T]
+    h, tokens = hidden[keep[:, :t1]], completion_ids.to(device)[keep]  # [M, H], [M]
+
+    lm_head = model.get_output_embeddings()
+    logps, entropies = [torch.zeros(0, device=device)], [torch.zeros(0, device=device)]
+    for i in range(0, h.shape[0], CHUNK_ROWS):
+        args = (h[i:i + CHUNK_ROWS], tokens[i:i + CHUNK_ROWS], lm_head, temperature)
+        if torch.is_grad_enabled():
+            logp, entropy = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
+        else:
+            logp, entropy = _chunk_logp_entropy(*args)
+        logps.append(logp)
+        entropies.append(entropy)
+    logp = torch.zeros(B, T, device=device).masked_scatter(keep, torch.cat(logps))  # [B, T]
+    entropy = torch.zeros(B, T, device=device).masked_scatter(keep, torch.cat(entropies)) if with_entropy else None
+    return logp, entropy
+
+
+@torch.no_grad()
+def score(model, batch: dict, micro_batch_size: int, temperature: float = 1.0, with_entropy: bool = True):
+    """completion_logprobs over a generate() dict in micro-batches, without grad -> CPU float32 [N, T] (, [N, T])."""
+    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    logps, entropies = [], []
+    for i in range(0, batch["completion_ids"].shape[0], micro_batch_size):
+        logp, entropy = completion_logprobs(model, *(batch[k][i:i + micro_batch_size] for k in keys),
+                                            temperature=temperature, with_entropy=with_entropy)
+        logps.append(logp.cpu())
+        entropies.append(entropy.cpu() if with_entropy else None)
+    return torch.cat(logps), (torch.cat(entropies) if with_entropy else None)

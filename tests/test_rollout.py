@@ -1,0 +1,222 @@
+"""rollout.py: loading, prompts, generation masks, and exact chunked scoring against a naive log-softmax."""
+import pytest
+import torch
+
+import rollout
+import toy
+from rollout import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """In-memory random 2-layer Qwen2 + character tokenizer (pad == eos), as load_model would set it up."""
+    tokenizer = toy.make_tokenizer()
+    torch.manual_seed(0)
+    model = toy.make_model(len(tokenizer), n_layers=2).eval()
+    return model, tokenizer
+
+
+PROMPTS = ["Ann has 3 pens. How many?", "Bob has 12 eggs, gets 40 more, gives away 7. How many eggs?"]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def test_alias_resolution():
+    assert rollout.resolve_model_name("Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+    assert rollout.resolve_model_name("qwen2.5-math-1.5b") == "Qwen/Qwen2.5-Math-1.5B"
+    assert rollout.resolve_model_name("Qwen2.5-1.5B-Instruct") == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert rollout.resolve_model_name("someone/their-model") == "someone/their-model"  # hub ids pass through
+
+
+def test_saved_model_loads_back(tiny, tmp_path):
+    model, tokenizer = tiny
+    tokenizer = toy.make_tokenizer()
+    tokenizer.pad_token = None  # a tokenizer without a pad token gets eos as pad
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tok = rollout.load_model(str(tmp_path), device="cpu")
+    assert loaded.dtype == torch.float32 and loaded_tok.padding_side == "left"
+    assert loaded_tok.pad_token_id == loaded_tok.eos_token_id == 0
+    for (name, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("name", ["/no/such/dir", "./no_such_dir", "nobody/no-such-model-xyz"])
+def test_load_failure_is_one_line_naming_the_fix(name, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as e:
+        rollout.load_model(name, device="cpu")
+    message = str(e.value)
+    assert "\n" not in message and name.lstrip("./") in message
+    assert "--model" in message
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+def test_prompt_templates(tiny):
+    _, tokenizer = tiny
+    prompt = rollout.build_prompt("What is 1+1?", tokenizer, "plain")
+    assert prompt.startswith("What is 1+1?\n") and "\\boxed{}" in prompt and "step by step" in prompt
+    with pytest.raises(UserError, match="no chat template"):
+        rollout.build_prompt("What is 1+1?", tokenizer, "chat")
+    with pytest.raises(UserError, match="plain"):
+        rollout.build_prompt("What is 1+1?", tokenizer, "fancy")
+    tokenizer = toy.make_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+    chat = rollout.build_prompt("What is 1+1?", tokenizer, "chat")
+    assert chat.startswith("<u>What is 1+1?\n") and chat.endswith("</u><a>") and "\\boxed{}" in chat
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+def test_generate_shapes_left_padding_and_masks(tiny):
+    model, tokenizer = tiny
+    torch.manual_seed(0)
+    out = rollout.generate(model, tokenizer, PROMPTS, 3, max_new_tokens=12, batch_size=4)  # 6 rows, 2 batches
+    N, P = out["prompt_ids"].shape
+    assert N == 6 and out["completion_ids"].shape == out["completion_mask"].shape == (6, out["completion_ids"].shape[1])
+    for i, prompt in enumerate(PROMPTS):
+        ids = tokenizer(prompt)["input_ids"]
+        for row in range(i * 3, i * 3 + 3):  # samples of prompt i are rows i*n .. i*n+n-1
+            mask = out["prompt_mask"][row]
+            assert mask.tolist() == [0] * (P - len(ids)) + [1] * len(ids)  # left padding
+            assert out["prompt_ids"][row, P - len(ids):].tolist() == ids
+            assert (out["prompt_ids"][row, :P - len(ids)] == tokenizer.pad_token_id).all()
+    mask = out["completion_mask"]
+    assert (mask[:, 1:] <= mask[:, :-1]).all()  # a prefix of ones
+    for row in range(N):
+        ids = out["completion_ids"][row]
+        assert out["texts"][row] == tokenizer.decode(ids[mask[row].bool()], skip_special_tokens=True)
+        assert out["truncated"][row] == (ids[mask[row].bool()] != tokenizer.eos_token_id).all()
+
+
+def _fake_generate(completions):
+    """A stand-in for model.generate returning the prompt followed by hand-written completions."""
+    def fake(input_ids, attention_mask, **kwargs):
+        return torch.cat([input_ids, torch.tensor(completions)], 1)
+    return fake
+
+
+@pytest.mark.parametrize("pad_is_eos", [True, False])
+def test_completion_mask_keeps_first_eos_and_drops_what_follows(tiny, monkeypatch, pad_is_eos):
+    model, tokenizer = tiny
+    tokenizer = toy.make_tokenizer()
+    if not pad_is_eos:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    E, D = tokenizer.eos_token_id, tokenizer.pad_token_id
+    assert (E == D) == pad_is_eos
+    completions = [[5, 6, E, D, D],   # EOS at 2: kept; padding after it is not
+                   [5, 6, 7, 8, 9],   # no EOS: truncated, every token kept
+                   [E, D, D, D, D],   # stops at once: only the EOS is an action
+                   [5, 6, 7, 8, E]]   # EOS as the very last token: not truncated
+    monkeypatch.setattr(model, "generate", _fake_generate(completions))
+    out = rollout.generate(model, tokenizer, ["a", "bc"], 2, max_new_tokens=5)
+    assert out["completion_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert out["truncated"].tolist() == [False, True, False, False]
+    assert out["texts"][0] == tokenizer.decode([5, 6]) and out["texts"][2] == ""
+
+
+def test_sampling_knobs_are_passed_through(tiny, monkeypatch):
+    model, tokenizer = tiny
+    seen = []
+    real = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(kw) or real(**kw))
+    rollout.generate(model, tokenizer, PROMPTS[:1], 2, temperature=0.7, top_p=0.9, max_new_tokens=3)
+    kw = seen[-1]
+    assert (kw["do_sample"], kw["temperature"], kw["top_p"], kw["max_new_tokens"]) == (True, 0.7, 0.9, 3)
+    assert kw["top_k"] == 0 and kw["repetition_penalty"] == 1.0  # no hidden top-k 50 / checkpoint defaults
+    rollout.generate(model, tokenizer, PROMPTS[:1], 1, temperature=0.0, max_new_tokens=3)
+    assert seen[-1]["do_sample"] is False and "temperature" not in seen[-1]
+
+
+def test_generation_is_deterministic_under_a_seed(tiny):
+    model, tokenizer = tiny
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(rollout.generate(model, tokenizer, PROMPTS, 2, max_new_tokens=8))
+    assert torch.equal(runs[0]["completion_ids"], runs[1]["completion_ids"])
+    torch.manual_seed(124)
+    other = rollout.generate(model, tokenizer, PROMPTS, 2, max_new_tokens=8)
+    assert not torch.equal(runs[0]["completion_ids"], other["completion_ids"])
+
+
+def test_greedy_generation_does_not_depend_on_padding(tiny):
+    """Alone in its batch a prompt has no padding; beside a longer one it is left-padded. Same greedy tokens."""
+    model, tokenizer = tiny
+    together = rollout.generate(model, tokenizer, PROMPTS, 1, temperature=0, max_new_tokens=10, batch_size=2)
+    alone = rollout.generate(model, tokenizer, PROMPTS[:1], 1, temperature=0, max_new_tokens=10, batch_size=1)
+    T = alone["completion_ids"].shape[1]
+    assert torch.equal(together["completion_ids"][0, :T], alone["completion_ids"][0])
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+def naive_logprobs(model, batch, temperature):
+    """The textbook computation: full logits, fp32 log_softmax over [B, T, V]."""
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    P = batch["prompt_ids"].shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    logp_all = (logits[:, P - 1:-1].float() / temperature).log_softmax(-1)  # [B, T, V]
+    keep = batch["completion_mask"].float()
+    logp = logp_all.gather(-1, batch["completion_ids"][..., None]).squeeze(-1) * keep
+    entropy = -(logp_all.exp() * logp_all).sum(-1) * keep
+    return logp, entropy
+
+
+@pytest.fixture(scope="module")
+def batch(tiny):
+    model, tokenizer = tiny
+    torch.manual_seed(1)
+    return rollout.generate(model, tokenizer, PROMPTS, 3, max_new_tokens=10)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_scoring_equals_naive_log_softmax(tiny, batch, temperature, monkeypatch):
+    model, _ = tiny
+    monkeypatch.setattr(rollout, "CHUNK_ROWS", 7)  # several chunks, the last one partial
+    with torch.no_grad():
+        ref_logp, ref_entropy = naive_logprobs(model, batch, temperature)
+    for micro in (1, 4):
+        logp, entropy = rollout.score(model, batch, micro, temperature=temperature)
+        torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=0)
+        torch.testing.assert_close(entropy, ref_entropy, atol=1e-5, rtol=0)
+    # the temperature really is applied: at T != 1 the scores differ from those at T = 1
+    if temperature != 1.0:
+        logp_1, _ = rollout.score(model, batch, 6, temperature=1.0)
+        assert (logp_1 - ref_logp).abs().max() > 1e-2
+
+
+def test_scoring_gradient_equals_naive(tiny, batch, monkeypatch):
+    model, _ = tiny
+    monkeypatch.setattr(rollout, "CHUNK_ROWS", 5)
+    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    weights = torch.randn(batch["completion_ids"].shape)
+    model.zero_grad()
+    logp, entropy = rollout.completion_logprobs(model, *(batch[k] for k in keys), temperature=0.8)
+    assert logp.requires_grad and not entropy.requires_grad
+    (logp * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    (naive_logprobs(model, batch, 0.8)[0] * weights).sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+    model.zero_grad()
+
+
+def test_scores_match_the_distribution_generate_sampled_from(tiny):
+    """generate's own per-step logits (KV cache, left padding) give the same log-probs as the one-pass scorer."""
+    model, tokenizer = tiny
+    torch.manual_seed(2)
+    out = rollout.generate(model, tokenizer, PROMPTS, 2, temperature=0.7, max_new_tokens=8)
+    T = out["completion_ids"].shape[1]
+    torch.manual_seed(2)  # same seed, same batch: the same samples, now with their logits
+    hf = model.generate(input_ids=out["prompt_ids"], attention_mask=out["prompt_mask"], do_sample=True,
+                        temperature=0.7, top_p=1.0, top_k=0, max_new_tokens=8, eos_token_id=[tokenizer.eos_token_id],
+                        pad_token_id=tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True)
+    assert torch.equal(hf.sequences[:, out["prompt_ids"].shape[1]:], out["completion_ids"])
+    logits = torch.stack(hf.logits, 1)[:, :T].float() / 0.7  # [N, T, V] raw logits at each generation step
+    gen_logp = logits.log_softmax(-1).gather(-1, out["completion_ids"][..., None]).squeeze(-1) * out["completion_mask"]
+    logp, _ = rollout.score(model, out, 4, temperature=0.7)
+    torch.testing.assert_close(logp, gen_logp, atol=1e-4, rtol=0)
