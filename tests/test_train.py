@@ -1,0 +1,256 @@
+"""Tests of train.py: every algorithm learns something, exact accumulation, exact resume, atomic checkpoints,
+one-line errors. A tiny random model (conftest's tiny_model_dir) keeps them fast; its reward is a deterministic
+function of the completion text (parity_reward), so groups have reward variance from step 1."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import etr
+import rollout
+import toy
+import train
+
+REPO = Path(__file__).resolve().parent.parent
+TIMING = set(train.TIMING_KEYS)
+
+
+def parity_reward(text: str, gold: str) -> float:
+    """A stand-in verifier: 0 or 1 by the parity of the characters' code points (random text -> mixed rewards)."""
+    return float(sum(map(ord, text)) % 2)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in toy.toy_problems(40, seed=1)))
+    return path
+
+
+@pytest.fixture
+def reward_stub(monkeypatch):
+    monkeypatch.setattr(train.reward, "math_reward", parity_reward)
+
+
+def argv(tiny_model_dir, data_file, out, *extra):
+    return ["--model", str(tiny_model_dir), "--data", str(data_file), "--out", str(out), "--prompts-per-step", "2",
+            "--group-size", "4", "--mini-batches", "2", "--max-new-tokens", "6", "--lr", "1e-2",
+            "--weight-decay", "0", "--warmup-steps", "0", "--eval-every", "0", "--save-every", "2", "--steps", "2", *extra]
+
+
+def weights(path):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------------------- end to end
+
+@pytest.mark.parametrize("algo", list(etr.ALGOS))
+def test_every_algo_trains_and_logs(algo, tiny_model_dir, data_file, tmp_path, reward_stub):
+    kl = ["--kl-coef", "0.05"] if algo == "etr" else []  # one run with the reference model
+    train.main(argv(tiny_model_dir, data_file, tmp_path, "--algo", algo, *kl))
+
+    # weight decay is 0, so any change comes from the policy gradient
+    before, after = weights(tiny_model_dir), weights(tmp_path / "checkpoints" / "step_2")
+    assert all(torch.isfinite(w).all() for w in after.values())
+    assert max((after[k] - before[k]).abs().max().item() for k in before) > 1e-4
+
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2]
+    required = {"step", "reward_mean", "reward_std", "frac_zero_std_groups", "entropy", "clip_frac_low",
+                "clip_frac_high", "ratio_max", "response_len_mean", "truncated_frac", "grad_norm", "lr",
+                "gen_seconds", "train_seconds", "tokens_per_second", "skipped_steps"}
+    required |= {"etr_eps_low_mean", "etr_eps_high_mean", "kl"} if algo == "etr" else set()
+    required |= {"erc_masked_frac"} if algo.startswith("erc") else set()
+    for r in records:
+        assert required <= set(r), required - set(r)
+        assert 0 <= r["reward_mean"] <= 1 and r["entropy"] > 0 and r["lr"] == 1e-2
+        assert 1 <= r["response_len_mean"] <= 6
+    # the second mini-batch is trained by an updated policy: the ratio has moved away from 1
+    assert max(r["ratio_max"] for r in records) > 1
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["args"]["algo"] == algo and "{problem}" in config["prompt_template"]
+    assert config["loss_config"]["max_len"] == 6
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {1, 2} and all("completion" in s for s in samples)
+
+
+def test_resume_is_exact(tiny_model_dir, data_file, tmp_path, reward_stub):
+    """4 steps in one go == 2 steps + resume + 2 steps (weights and every non-timing metric), and a crash
+    after step 3 (step_4 lost, a half-written metrics line) resumes from step_2 to the same end."""
+    one, split = tmp_path / "one", tmp_path / "split"
+    train.main(argv(tiny_model_dir, data_file, one, "--algo", "etr", "--steps", "4"))
+    reference = read_metrics(one)
+    train.main(argv(tiny_model_dir, data_file, split, "--algo", "etr", "--steps", "2"))
+    train.main(argv(tiny_model_dir, data_file, split, "--algo", "etr", "--steps", "4", "--resume"))
+
+    def same(a, b):
+        assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+        for x, y in zip(a, b):
+            assert {k: v for k, v in x.items() if k not in TIMING} == {k: v for k, v in y.items() if k not in TIMING}
+
+    def same_weights(a, b):
+        wa, wb = weights(a / "checkpoints" / "step_4"), weights(b / "checkpoints" / "step_4")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    same(reference, read_metrics(split))
+    same_weights(one, split)
+    assert weights(one / "checkpoints" / "step_4")["model.norm.weight"].ne(1).any()  # it did train
+
+    # crash simulation: lose the last checkpoint, leave a half-written line
+    crashed = tmp_path / "crashed"
+    train.main(argv(tiny_model_dir, data_file, crashed, "--algo", "etr", "--steps", "4"))
+    import shutil
+    shutil.rmtree(crashed / "checkpoints" / "step_4")
+    with open(crashed / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "rew')
+    train.main(argv(tiny_model_dir, data_file, crashed, "--algo", "etr", "--steps", "4", "--resume"))
+    same(reference, read_metrics(crashed))
+    same_weights(one, crashed)
+
+
+# --------------------------------------------------------------------------------------------- train_step
+
+def synthetic_batch(model, algo, N=8, G=4, P=5, T=7, seed=0):
+    """A rollout batch of uneven, left-padded prompts and uneven completions, scored by the model itself."""
+    g = torch.Generator().manual_seed(seed)
+    prompt_ids = torch.randint(1, 90, (N, P), generator=g)  # [N, P]
+    prompt_len = torch.randint(2, P + 1, (N,), generator=g)  # [N]
+    prompt_mask = (torch.arange(P)[None] >= P - prompt_len[:, None]).long()  # [N, P] left padding
+    completion_ids = torch.randint(1, 90, (N, T), generator=g)  # [N, T]
+    completion_len = torch.randint(1, T + 1, (N,), generator=g)  # [N]
+    completion_mask = (torch.arange(T)[None] < completion_len[:, None]).long()  # [N, T]
+    rewards = torch.randint(0, 2, (N,), generator=g).float()  # [N]
+    cfg = etr.make_config(algo, max_len=T)
+    adv, group_std = etr.group_advantages(rewards, G, cfg.adv_std)
+    batch = {"prompt_ids": prompt_ids * prompt_mask, "prompt_mask": prompt_mask,
+             "completion_ids": completion_ids * completion_mask, "completion_mask": completion_mask,
+             "adv": adv, "group_std": group_std, "ref_logp": None}
+    batch["old_logp"], batch["old_entropy"] = rollout.score(model, batch, N)
+    return batch, cfg
+
+
+def tiny_model(tiny_model_dir):
+    model, _ = rollout.load_model(str(tiny_model_dir), device="cpu")
+    return model
+
+
+@pytest.mark.parametrize("algo", ["grpo", "drgrpo", "etr", "erc-gppo"])
+def test_accumulation_is_exact(algo, tiny_model_dir):
+    """Micro-batches of 1 sequence give the same updated weights as whole mini-batches (1e-5).
+
+    Plain SGD: its update is the gradient itself. (AdamW's first steps are ~lr * sign(g), so weights whose
+    true gradient is 0 turn float round-off of ~1e-10 into lr-sized differences -- noise, not a bug.)"""
+    results = []
+    for micro_batch_size in (1, 4):
+        model = tiny_model(tiny_model_dir)
+        batch, cfg = synthetic_batch(model, algo)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        torch.manual_seed(0)  # the same mini-batch shuffle for both
+        metrics = train.train_step(model, optimizer, batch, cfg, algo=algo, epochs=2, mini_batches=2,
+                                   micro_batch_size=micro_batch_size, max_grad_norm=1.0, temperature=1.0)
+        results.append(({k: v.detach().clone() for k, v in model.state_dict().items()}, metrics))
+    (w1, m1), (w4, m4) = results
+    initial = tiny_model(tiny_model_dir).state_dict()
+    assert max((w1[k] - initial[k]).abs().max().item() for k in w1) > 1e-3  # the updates were not empty
+    for k in w1:
+        torch.testing.assert_close(w1[k], w4[k], atol=1e-5, rtol=0)
+    for k in m1:
+        assert m1[k] == pytest.approx(m4[k], rel=1e-4, abs=1e-6), k
+    assert m1["ratio_max"] > 1  # later updates ran with rho != 1, so the clip paths were exercised
+
+
+def test_non_finite_loss_skips_the_update(tiny_model_dir, monkeypatch):
+    model = tiny_model(tiny_model_dir)
+    batch, cfg = synthetic_batch(model, "grpo")
+    nan_loss = lambda *a, **k: (lambda loss, m: (loss * float("nan"), m))(*etr.grpo_loss(*a, **k))  # noqa: E731
+    monkeypatch.setitem(train.etr.ALGOS, "grpo", nan_loss)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    metrics = train.train_step(model, optimizer, batch, cfg, algo="grpo", epochs=1, mini_batches=2,
+                               micro_batch_size=4, max_grad_norm=1.0, temperature=1.0)
+    assert metrics["skipped_updates"] == 2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weight decay did not run either
+    assert all(p.grad is None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+def test_data_order_is_a_seeded_stream_of_permutations():
+    n = 7
+    stream = train.data_order(n, seed=3, start=0, count=3 * n)
+    assert all(sorted(stream[i * n:(i + 1) * n]) == list(range(n)) for i in range(3))  # every pass covers all
+    assert stream[:n] != stream[n:2 * n]  # a fresh shuffle each pass
+    assert train.data_order(n, seed=3, start=5, count=9) == stream[5:14]  # the position is the whole state
+    assert train.data_order(n, seed=4, start=0, count=n) != stream[:n]
+
+
+def test_lr_schedule():
+    args = train.argparse.Namespace(lr=1.0, warmup_steps=4, steps=14, lr_schedule="cosine")
+    assert [train.lr_at(s, args) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert train.lr_at(9, args) == pytest.approx(0.5)  # half-way through the 10 decay steps
+    assert train.lr_at(14, args) == pytest.approx(0.0, abs=1e-12)
+    args.lr_schedule = "constant"
+    assert train.lr_at(13, args) == 1.0
+
+
+def test_checkpoint_is_atomic_and_pruned(tiny_model_dir, tmp_path, monkeypatch):
+    model, tokenizer = rollout.load_model(str(tiny_model_dir), device="cpu")
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = {"data_position": 0, "skipped_steps": 0}
+    for step in (1, 2, 3):
+        train.save_checkpoint(tmp_path, step, model, tokenizer, optimizer, state, keep_last=2)
+    assert [d.name for d in train.checkpoints(tmp_path)] == ["step_2", "step_3"]
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(train.torch, "save", crash)
+    with pytest.raises(OSError):
+        train.save_checkpoint(tmp_path, 4, model, tokenizer, optimizer, state, keep_last=2)
+    assert [d.name for d in train.checkpoints(tmp_path)] == ["step_2", "step_3"]  # nothing lost, no step_4
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoints" / "step_3")  # plain transformers loads it
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("extra, words", [
+    (["--group-size", "1"], "--group-size"),
+    (["--micro-batch-size", "5"], "--micro-batch-size"),
+    (["--mini-batches", "3"], "--mini-batches"),
+    (["--resume"], "drop --resume"),
+])
+def test_bad_input_is_one_line(extra, words, tiny_model_dir, data_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tiny_model_dir, data_file, tmp_path, *extra))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and words in err
+
+
+def test_refuses_to_overwrite_a_run(tiny_model_dir, data_file, tmp_path, capsys, reward_stub):
+    train.main(argv(tiny_model_dir, data_file, tmp_path, "--steps", "1"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tiny_model_dir, data_file, tmp_path, "--steps", "1"))
+    assert e.value.code == 2 and "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # resuming with other settings would silently change the run
+        train.main(argv(tiny_model_dir, data_file, tmp_path, "--steps", "2", "--lr", "1e-3", "--resume"))
+    assert e.value.code == 2 and "--lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--data", "/nonexistent/problems.jsonl"], ["--algo", "ppo"]])
+def test_cli_exits_2_without_traceback(extra, tiny_model_dir, tmp_path):
+    cmd = [sys.executable, str(REPO / "train.py"), "--model", str(tiny_model_dir), "--out", str(tmp_path), *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith(
+        ("error: ", "train.py: error:"))
