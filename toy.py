@@ -5,9 +5,11 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
 
 - Tokenizer: one token per character (printable ASCII and newline) plus one special token, <|endoftext|>, used
   as both EOS and pad -- as in the Qwen2.5 base models, so the pad == eos case is the one exercised everywhere.
-  Built with the `tokenizers` package and wrapped as a transformers PreTrainedTokenizerFast.
-- Task: "Ann has 23 pens, gets 17 and gives away 9. How many pens now?" with worked answer
-  "23+17=40, 40-9=31. \\boxed{31}". Two-digit operands, two steps, carries: easy to learn, easy to get wrong.
+  Built with the `tokenizers` package (a byte-level BPE without merges, so that it survives being reloaded as
+  Qwen2Tokenizer) and wrapped as a transformers PreTrainedTokenizerFast.
+- Task: "Ann has 7 pens and gets 8 more. How many pens?" with worked answer "7+8=15. \\boxed{15}" (or a
+  subtraction). One-digit operands: a 3-layer model learns the format and copying within seconds, the sums
+  more slowly. (With operands up to 29 it stays below 10 % sampled accuracy for over 1,000 steps.)
 - Model: Qwen2Config with 3 layers, hidden size 128.
 - Pre-training: a short supervised run (cross-entropy on the worked answer and its EOS, prompts built with
   rollout.build_prompt(..., "plain") exactly as train.py builds them). It is deliberately stopped early: the
@@ -34,16 +36,17 @@ CHARS = string.printable[:-5] + "\n"  # digits, letters, punctuation, space, new
 
 # Model and pre-training recipe.
 N_LAYERS, HIDDEN, N_HEADS = 3, 128, 4
-PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR, SEED = 250, 32, 3e-3, 1234
+PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR, SEED = 300, 32, 3e-3, 1234
 
+MAX_OPERAND = 9  # operands are 1..MAX_OPERAND: the task's difficulty
 NAMES = ["Ann", "Bob", "Eve", "Max", "Kim", "Sam", "Zoe", "Tom"]
 ITEMS = ["pens", "eggs", "cups", "toys", "hats", "keys"]
 
 
 def _toy_problem(rng: random.Random) -> tuple[str, str, int]:
-    """-> (problem, worked solution ending in \\boxed{answer}, answer). One step: a + b or a - b, operands < 30."""
+    """-> (problem, worked solution ending in \\boxed{answer}, answer). One step: a + b or a - b, operands 1..MAX_OPERAND."""
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(1, 29), rng.randint(1, 29)
+    a, b = rng.randint(1, MAX_OPERAND), rng.randint(1, MAX_OPERAND)
     if rng.random() < 0.5:
         problem, solution, answer = f"{name} has {a} {item} and gets {b} more.", f"{a}+{b}={a + b}.", a + b
     else:
@@ -62,15 +65,29 @@ def toy_problems(n: int, seed: int) -> list[dict]:
     return out
 
 
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet (the one Qwen's tokenizer uses): byte -> printable unicode character."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    moved = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(moved)}}
+
+
 def make_tokenizer():
-    """Character-level fast tokenizer: every character of CHARS is one token; EOS doubles as pad."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    """Character-level fast tokenizer: every character of CHARS is one token; EOS doubles as pad.
+
+    It is a byte-level BPE with no merges, i.e. Qwen's own tokenizer design with a 96-character vocabulary.
+    That matters: AutoTokenizer loads any model_type=qwen2 directory as Qwen2Tokenizer, which re-applies
+    Qwen's byte-level pre-tokenizer -- a plain character-level tokenizer would lose its spaces on reload.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {EOS: 0, **{ch: i + 1 for i, ch in enumerate(CHARS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # split into single characters
-    tok.decoder = decoders.Fuse()  # join characters back with no separator
+    to_unicode = _byte_to_unicode()
+    vocab = {EOS: 0, **{to_unicode[ord(ch)]: i + 1 for i, ch in enumerate(CHARS)}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(EOS, special=True)])
     tok.add_tokens([AddedToken(INSTRUCTION, normalized=False)])  # the fixed instruction: one token, not 70
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, padding_side="left")
 
@@ -88,6 +105,8 @@ def make_model(vocab_size: int, n_layers: int = N_LAYERS):
 def _pretrain(model, tokenizer):
     """Supervised pre-training on worked answers: loss on the completion tokens and the final EOS only."""
     rng = random.Random(SEED)
+    # Denormal floats (tiny Adam moments) make CPU matmuls ~10x slower after a few hundred steps: flush them.
+    torch.set_flush_denormal(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
     model.train()
     for step in range(PRETRAIN_STEPS):

@@ -57,8 +57,8 @@ import toy
 # a few minutes on 2 CPU cores. "hf" (any real model): common practice for RLVR on Qwen2.5 0.5B-1.5B
 # (sources in the README). A flag the user sets always wins.
 DEFAULTS = {
-    "toy": dict(data="toy", steps=150, prompts_per_step=8, group_size=8, mini_batches=2, micro_batch_size=32,
-                lr=2e-3, warmup_steps=0, weight_decay=0.0, max_new_tokens=32, eval_data="toy", eval_n=64,
+    "toy": dict(data="toy", steps=200, prompts_per_step=8, group_size=8, mini_batches=2, micro_batch_size=32,
+                lr=1e-4, warmup_steps=0, weight_decay=0.0, max_new_tokens=32, eval_data="toy", eval_n=64,
                 eval_every=0, save_every=0),
     "hf": dict(data="math-train", steps=300, prompts_per_step=64, group_size=8, mini_batches=4, micro_batch_size=4,
                lr=1e-6, warmup_steps=20, weight_decay=0.01, max_new_tokens=1024, eval_data="math500", eval_n=500,
@@ -386,6 +386,7 @@ def run(args) -> dict:
     cfg = loss_config(args)
     out = Path(args.out)
     resume_from = start_run(args, out)
+    torch.set_flush_denormal(True)  # on CPU, denormal floats in small Adam moments slow every matmul ~10x
     problems, eval_problems = load_data(args)
 
     model, tokenizer = rollout.load_model(str(resume_from or args.model), gradient_checkpointing=args.gradient_checkpointing)

@@ -47,6 +47,10 @@ def test_toy_builds_caches_and_reloads(toy_dir, monkeypatch):
     model, tokenizer = rollout.load_model("toy", device="cpu")  # ETR_CACHE points at the session cache
     assert str(model.name_or_path) == str(toy_dir)
     assert model.config.model_type == "qwen2" and tokenizer.padding_side == "left"
+    # AutoTokenizer reloads a qwen2 directory as Qwen2Tokenizer: the saved tokenizer must survive that unchanged
+    text = toy.CHARS + rollout.build_prompt("Ann has 7 pens and gets 8 more. How many pens?", tokenizer) + "7+8=15."
+    assert tokenizer(text)["input_ids"] == toy.make_tokenizer()(text)["input_ids"]
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
 def test_pretraining_taught_the_worked_answers(toy_dir):
