@@ -1,0 +1,110 @@
+"""compare.py -- the papers' claims at toy scale: GRPO, DAPO, ETR and ERC on the offline toy, three seeds each, on a CPU.
+
+    python benchmarks/compare.py                                   # runs/compare/<algo>-s<seed>/ + runs/compare/compare.png
+    python benchmarks/compare.py --algos grpo etr --seeds 0 1 --steps 20 --out runs/quick
+    python benchmarks/compare.py --lr 1e-3                         # any other flag goes to every train.py run
+
+Every run is `python train.py --model toy --algo A --seed S --steps N --out <out>/A-sS` plus the extra flags, and
+the toy's defaults for everything else: the runs differ in the algorithm (with its own loss defaults from
+etr.make_config, e.g. DAPO's clip-higher 0.28 and token-mean) and in the seed (data order and sampling), nothing
+else. They run one after another, seed by seed, each in its own process (no torch state carried from one to the
+next), with train.py's output in <out>/A-sS/train.log.
+
+Interrupted? Run the same command again. A run whose metrics.jsonl already reaches --steps with the same settings
+is skipped; a finished shorter one is extended with train.py --resume (the toy saves a checkpoint at its last step);
+one that died half-way starts again. At the end plot.py draws the figure and prints the table of numbers.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import etr  # noqa: E402
+import plot  # noqa: E402  (benchmarks/plot.py, beside this file)
+import rollout  # noqa: E402
+import train  # noqa: E402
+
+ALGOS = ["grpo", "dapo", "etr", "erc-dapo"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,  # --seed must reach train.py
+                                epilog="Other flags are passed to every train.py run (python train.py --help).")
+    p.add_argument("--algos", nargs="+", default=ALGOS, choices=list(etr.ALGOS),
+                   help=f"algorithms (default: {' '.join(ALGOS)})")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--steps", type=int, default=60, help="rollout steps of every run (default: 60)")
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="parent of the run directories "
+                   "(default: runs/compare)")
+    p.add_argument("--figure", type=Path, help="the figure (default: <out>/compare.png)")
+    p.add_argument("--smooth", type=int, default=5, help="plot.py --smooth (default: 5)")
+    return p.parse_known_args(argv)
+
+
+def train_flags(algo: str, seed: int, steps: int, run: Path, extra: list[str]) -> list[str]:
+    return ["--model", "toy", "--algo", algo, "--seed", str(seed), "--steps", str(steps), "--out", str(run), *extra]
+
+
+def last_step(run: Path) -> int:
+    """The last step in <run>/metrics.jsonl, 0 if none."""
+    records = plot.read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    return records[-1]["step"] if records else 0
+
+
+def other_settings(run: Path, flags: list[str]) -> list[str]:
+    """The train.py settings (those a --resume may not change) in which <run>/config.json differs from flags."""
+    saved = json.loads((run / "config.json").read_text())["args"]
+    wanted = vars(train.resolve_args(train.parse_args(flags)))
+    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in wanted.items()
+            if k not in train.RESUMABLE_CHANGES and saved.get(k) != v]
+
+
+def main(argv=None):
+    args, extra = parse_args(argv)
+    # seed by seed: a comparison stopped early still has every algorithm, with fewer seeds
+    runs = [(algo, seed, args.out / f"{algo}-s{seed}") for seed in args.seeds for algo in args.algos]
+    try:  # check every run's flags before the first one starts
+        for algo, seed, run in runs:
+            train.resolve_args(train.parse_args(train_flags(algo, seed, args.steps, run, extra)))
+    except rollout.UserError as e:
+        raise SystemExit(f"error: {e}")
+
+    print(f"{len(runs)} runs of {args.steps} steps into {args.out}/: {', '.join(args.algos)} x seeds "
+          f"{' '.join(map(str, args.seeds))}{' with ' + ' '.join(extra) if extra else ''}")
+    t_start = time.perf_counter()
+    for i, (algo, seed, run) in enumerate(runs, 1):
+        flags = train_flags(algo, seed, args.steps, run, extra)
+        done = last_step(run)
+        if done and (differ := other_settings(run, flags)):
+            raise SystemExit(f"error: {run} holds a run with other settings ({'; '.join(differ)}): "
+                             f"pass another --out or delete it")
+        if done > args.steps:
+            raise SystemExit(f"error: {run} already ran {done} > --steps {args.steps} steps: pass another --out")
+        if done == args.steps:
+            print(f"[{i}/{len(runs)}] {run}: already done, skipped")
+            continue
+        if train.checkpoints(run):  # a finished shorter run: continue it
+            flags.append("--resume")
+        t0 = time.perf_counter()
+        run.mkdir(parents=True, exist_ok=True)
+        log = run / "train.log"
+        with open(log, "a") as f:
+            rc = subprocess.call([sys.executable, str(REPO / "train.py"), *flags], stdout=f, stderr=subprocess.STDOUT)
+        if rc:
+            tail = log.read_text(errors="replace").splitlines()[-5:]
+            raise SystemExit(f"error: {run} failed (exit {rc}); the end of {log}:\n" + "\n".join(tail))
+        reward = plot.window_mean([plot.read_metrics(run)], "reward_mean", last=10)[0]
+        print(f"[{i}/{len(runs)}] {run}: {time.perf_counter() - t0:.0f} s, mean reward of the last 10 steps "
+              f"{reward:.3f} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)")
+
+    figure = args.figure or args.out / "compare.png"
+    plot.main([*(str(run) for _, _, run in runs), "--out", str(figure), "--smooth", str(args.smooth)])
+
+
+if __name__ == "__main__":
+    main()
