@@ -4,9 +4,10 @@
 
 Design
 - Data. `load_problems` turns a preset name or a local JSONL file into a list of
-  {"id", "problem", "answer"[, "level", "subject"]}. Presets are single JSONL files on the Hugging Face Hub,
-  fetched once with `huggingface_hub.hf_hub_download` and cached by it; no `datasets`/`pandas` dependency,
-  so parquet-only hub copies are not used (see PRESETS). "toy" is a held-out set of the toy model's task.
+  {"id", "problem", "answer"[, "level", "subject"]}. A preset is fetched once from the Hugging Face Hub and
+  cached: a JSONL file with `huggingface_hub.hf_hub_download`, or, for sets the Hub holds only as parquet
+  (which needs pyarrow), the rows as JSON from the Hub's dataset-viewer API, cached as JSONL. No
+  `datasets`/`pandas` dependency. "toy" is a held-out set of the toy model's task.
 - Generation and scoring go through the same code as training: `rollout.build_prompt` (same templates),
   `rollout.generate` (n samples per problem, temperature 0 = greedy), `reward.math_reward`.
 - Metrics. avg@n is the mean accuracy over all n samples of every problem. pass@k uses the unbiased
@@ -26,6 +27,8 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,19 +37,24 @@ from tqdm import tqdm
 
 from reward import extract_answer, is_equiv, math_reward
 from rollout import PROMPT_TEMPLATES, UserError, build_prompt, generate, load_model
-from toy import toy_problems
+from toy import default_cache_dir, toy_problems
 
-# preset -> (hub dataset repo, file in it, field holding the problem, field holding the final answer).
-# Each file was checked to exist as JSONL on the Hub. AIME 2024 and AMC 2023 are published there only as
-# parquet (unreadable without pyarrow), so they have no preset: pass a local JSONL copy with --data.
+# preset -> (hub dataset repo, where its rows are, problem field(s), answer field, number of problems).
+# "Where" is a JSONL file in the repo, fetched with hf_hub_download, or "viewer:<config>/<split>" for a set
+# the Hub holds only as parquet: the Hub's dataset-viewer API serves those rows as JSON (VIEWER_API). Repos,
+# files, fields and sizes were checked against each dataset's card and file list on the Hub; a download whose
+# size differs from the card is refused rather than evaluated.
 PRESETS = {
-    "math500": ("HuggingFaceH4/MATH-500", "test.jsonl", "problem", "answer"),
-    "aime25": ("math-ai/aime25", "test.jsonl", "problem", "answer"),
-    # The 7,500 MATH (Hendrycks et al. 2021) training problems, for train.py; when a row has no answer
-    # field the answer is the last \boxed{} of its solution.
-    "math-train": ("HuggingFaceTB/math_tasks", "data/math/train.jsonl", "problem", "answer"),
+    "math500": ("HuggingFaceH4/MATH-500", "test.jsonl", "problem", "answer", 500),
+    "aime24": ("HuggingFaceH4/aime_2024", "viewer:default/train", "problem", "answer", 30),
+    "aime25": ("math-ai/aime25", "test.jsonl", "problem", "answer", 30),
+    "amc23": ("math-ai/amc23", "viewer:default/test", ("question", "problem"), "answer", 40),
+    # The MATH (Hendrycks et al. 2021) training problems, for train.py; when a row has no answer field
+    # the answer is the last \boxed{} of its solution.
+    "math-train": ("HuggingFaceTB/math_tasks", "data/math/train.jsonl", "problem", "answer", None),
 }
-NO_JSONL_ON_HUB = ("aime24", "amc23")
+VIEWER_API = "https://datasets-server.huggingface.co/rows"  # ?dataset=&config=&split=&offset=&length=
+VIEWER_PAGE = 100  # the most rows the API returns per request
 TOY_EVAL_SEED = 10_000  # the toy task's held-out problems: a seed range training never uses
 TOY_EVAL_SIZE = 200
 
@@ -124,15 +132,54 @@ def _to_problems(rows: list[dict], source: str, problem_key: str, answer_key: st
     return problems
 
 
-def _download(name: str) -> Path:
-    from huggingface_hub import hf_hub_download
+def _get_json(url: str) -> dict:
+    from huggingface_hub.utils import build_hf_headers  # user agent, and the user's HF token if one is set
 
-    repo, filename = PRESETS[name][:2]
+    with urllib.request.urlopen(urllib.request.Request(url, headers=build_hf_headers()), timeout=60) as response:
+        return json.load(response)
+
+
+def _viewer_rows(repo: str, config: str, split: str) -> list[dict]:
+    """Every row of one split from the Hub's dataset-viewer API, page by page."""
+    rows, total = [], None
+    while total is None or len(rows) < total:
+        query = urllib.parse.urlencode(dict(dataset=repo, config=config, split=split, offset=len(rows),
+                                            length=VIEWER_PAGE))
+        page = _get_json(f"{VIEWER_API}?{query}")
+        total = page["num_rows_total"]
+        if page.get("partial") or not page["rows"]:
+            raise RuntimeError(f"the viewer served {len(rows)} of {total} rows")
+        for item in page["rows"]:
+            if item.get("truncated_cells"):  # the viewer shortens huge cells; a cut problem is a wrong problem
+                raise RuntimeError(f"row {item['row_idx']} has truncated cells {item['truncated_cells']}")
+            rows.append(item["row"])
+    return rows
+
+
+def _download(name: str) -> Path:
+    """A preset's rows as a local JSONL file, fetched once and cached."""
+    from huggingface_hub import constants, hf_hub_download
+
+    repo, where, _, _, size = PRESETS[name]
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset"))
+        if not where.startswith("viewer:"):
+            return Path(hf_hub_download(repo_id=repo, filename=where, repo_type="dataset"))
+        config, split = where.removeprefix("viewer:").split("/")
+        path = default_cache_dir() / "data" / f"{repo.replace('/', '--')}--{config}--{split}.jsonl"
+        if not path.is_file():
+            if constants.HF_HUB_OFFLINE:
+                raise RuntimeError("HF_HUB_OFFLINE is set and nothing is cached")
+            rows = _viewer_rows(repo, config, split)
+            if len(rows) != size:  # checked before caching, so a bad copy is not kept
+                raise RuntimeError(f"the split has {len(rows)} rows, not {size}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+            os.replace(tmp, path)  # atomic: a crash never leaves half a file in the cache
+        return path
     except Exception as e:  # offline, no network, moved file, auth: all have the same fix
-        raise UserError(f"could not download preset '{name}' ({repo}/{filename}: {type(e).__name__}); "
-                        f"pass a local copy with --data path/to/{name}.jsonl") from None
+        raise UserError(f"could not download preset '{name}' ({repo} {where}: {type(e).__name__}: {e}); "
+                        f"pass a local copy with --data path/to/{name}.jsonl".replace("\n", " ")) from None
 
 
 def load_problems(data: str, problem_key: str = "problem", answer_key: str = "answer",
@@ -142,12 +189,15 @@ def load_problems(data: str, problem_key: str = "problem", answer_key: str = "an
         raise UserError(f"--limit must be a positive number of problems, got {limit}")
     if data == "toy":
         problems = toy_problems(limit or TOY_EVAL_SIZE, seed=TOY_EVAL_SEED)
-    elif data in PRESETS:
-        _, _, problem_key, answer_key = PRESETS[data]
-        problems = _to_problems(_read_rows(_download(data)), data, problem_key, answer_key)
-    elif data in NO_JSONL_ON_HUB and not Path(data).exists():
-        raise UserError(f"'{data}' has no JSONL copy on the Hugging Face Hub; pass a local copy with "
-                        f"--data path/to/{data}.jsonl (fields problem, answer)")
+    elif data in PRESETS and not Path(data).exists():  # a local file named like a preset wins
+        repo, _, problem_keys, answer_key, size = PRESETS[data]
+        rows = _read_rows(_download(data))
+        problem_keys = (problem_keys,) if isinstance(problem_keys, str) else problem_keys
+        problem_key = next((k for k in problem_keys if k in rows[0]), problem_keys[0])
+        problems = _to_problems(rows, data, problem_key, answer_key)
+        if size is not None and len(problems) != size:
+            raise UserError(f"preset '{data}' from {repo} has {len(problems)} problems, not {size}: the Hub copy "
+                            f"changed; pass a checked local copy with --data path/to/{data}.jsonl")
     else:
         problems = _to_problems(_read_rows(Path(data)), data, problem_key, answer_key)
     return problems[:limit]

@@ -130,6 +130,87 @@ def test_presets_fail_offline_with_one_line_naming_the_local_alternative(monkeyp
         assert f"--data path/to/{name}.jsonl" in str(e.value) and "\n" not in str(e.value)
 
 
+def _fake_viewer(rows, requests, truncated=()):
+    """A stand-in for eval._get_json serving `rows` the way the Hub's dataset-viewer /rows endpoint does."""
+    from urllib.parse import parse_qs, urlparse
+
+    def get_json(url):
+        assert url.startswith(ev.VIEWER_API + "?")
+        q = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+        requests.append(q)
+        offset, length = int(q["offset"]), int(q["length"])
+        page = [{"row_idx": i, "row": rows[i], "truncated_cells": ["problem"] if i in truncated else []}
+                for i in range(offset, min(offset + length, len(rows)))]
+        return {"features": [], "rows": page, "num_rows_total": len(rows), "num_rows_per_page": length,
+                "partial": False}
+    return get_json
+
+
+@pytest.mark.parametrize("name, file", [("aime24", "aime24.jsonl"), ("amc23", "amc23.jsonl")])
+def test_viewer_presets_page_through_the_api_once_and_cache(shared_data, monkeypatch, tmp_path, name, file):
+    import huggingface_hub.constants as hub
+
+    rows = [json.loads(line) for line in (shared_data / file).read_text().splitlines() if line.strip()]
+    if name == "amc23":  # the Hub copy names its problem field "question" and stores answers as floats
+        rows = [{"id": r["id"], "question": r["problem"], "answer": float(r["answer"]), "url": r["url"]} for r in rows]
+    requests = []
+    monkeypatch.setenv("ETR_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(ev, "VIEWER_PAGE", 7)  # 30 or 40 rows -> 5 or 6 pages
+    monkeypatch.setattr(ev, "_get_json", _fake_viewer(rows, requests))
+    problems = ev.load_problems(name)
+    repo, where = ev.PRESETS[name][:2]
+    config, split = where.removeprefix("viewer:").split("/")
+    assert [int(q["offset"]) for q in requests] == list(range(0, len(rows), 7))
+    assert all((q["dataset"], q["config"], q["split"], q["length"]) == (repo, config, split, "7") for q in requests)
+    local = ev.load_problems(str(shared_data / file))
+    assert [(p["id"], p["problem"], p["answer"]) for p in problems] == [
+        (p["id"], p["problem"], p["answer"]) for p in local]  # 27.0 -> "27"; AIME "025" stays "025"
+    # Cached: offline, with the API gone, the same problems come back without a request.
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(ev, "_get_json", None)
+    assert ev.load_problems(name) == problems and len(requests) == math.ceil(len(rows) / 7)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [f"{repo.replace('/', '--')}--{config}--{split}.jsonl"]
+
+
+@pytest.mark.parametrize("case", ["truncated cell", "wrong size", "server error"])
+def test_viewer_preset_refuses_a_bad_download_and_caches_nothing(monkeypatch, tmp_path, case):
+    import huggingface_hub.constants as hub
+
+    rows = [{"id": i, "problem": f"p{i}", "answer": str(i)} for i in range(30)]
+    requests = []
+    get_json = _fake_viewer(rows[:29] if case == "wrong size" else rows, requests,
+                            truncated={12} if case == "truncated cell" else ())
+    if case == "server error":
+        def get_json(url):
+            raise OSError("HTTP Error 500: Internal Server Error")
+    monkeypatch.setenv("ETR_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(ev, "_get_json", get_json)
+    with pytest.raises(UserError) as e:
+        ev.load_problems("aime24")
+    message = str(e.value)
+    assert "--data path/to/aime24.jsonl" in message and "\n" not in message
+    assert {"truncated cell": "truncated cells", "wrong size": "29 rows, not 30",
+            "server error": "HTTP Error 500"}[case] in message
+    assert not list(tmp_path.rglob("*.jsonl"))  # a refused download leaves nothing to be trusted next time
+
+
+def test_preset_with_a_different_size_than_its_card_is_refused(monkeypatch, tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps({"problem": f"p{i}", "answer": str(i)}) + "\n" for i in range(499)))
+    monkeypatch.setattr(ev, "_download", lambda name: path)
+    with pytest.raises(UserError, match="has 499 problems, not 500.*--data path/to/math500.jsonl"):
+        ev.load_problems("math500")
+
+
+def test_local_file_named_like_a_preset_is_read_not_downloaded(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "aime24").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    monkeypatch.setattr(ev, "_download", None)
+    assert ev.load_problems("aime24") == [{"id": "0", "problem": "1+1?", "answer": "2"}]
+
+
 def test_toy_preset_is_held_out_from_training_seeds():
     from toy import toy_problems
 
