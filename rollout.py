@@ -173,13 +173,18 @@ def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float
 CHUNK_ROWS = 1024  # completion tokens per lm_head chunk: [1024, 151936] fp32 logits = 0.6 GB at Qwen's vocabulary
 
 
-def _chunk_logp_entropy(h, tokens, lm_head, temperature: float):
-    """h [M, H] final hidden states, tokens [M] -> log pi(tokens) [M] (differentiable), entropy [M] (detached)."""
-    logits = lm_head(h).float() / temperature  # [M, V] the sampled distribution: softmax(logits / temperature)
+def _chunk_logp_entropy(h, tokens, lm_head, temperature: float, with_entropy: bool):
+    """h [M, H] final hidden states, tokens [M] -> log pi(tokens) [M] (differentiable), entropy [M] (detached) or None."""
+    # The sampled distribution is softmax(logits / temperature). In-place ops where autograd allows them: the
+    # linear layer's backward does not need its output, so dividing it in place saves one [M, V] buffer.
+    logits = lm_head(h).float().div_(temperature)  # [M, V]
     lse = logits.logsumexp(-1)  # [M]
     logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - lse  # [M]
+    if not with_entropy:  # one softmax pass over [M, V] saved (twice in training: the checkpoint recomputes it)
+        return logp, None
     with torch.no_grad():  # H = logsumexp(z) - sum_v softmax(z)_v z_v
-        entropy = lse.detach() - (logits.detach().softmax(-1) * logits.detach()).sum(-1)  # [M]
+        z = logits.detach()
+        entropy = lse.detach() - z.softmax(-1).mul_(z).sum(-1)  # [M]
     return logp, entropy
 
 
@@ -214,7 +219,7 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     lm_head = model.get_output_embeddings()
     logps, entropies = [torch.zeros(0, device=device)], [torch.zeros(0, device=device)]
     for i in range(0, h.shape[0], CHUNK_ROWS):
-        args = (h[i:i + CHUNK_ROWS], tokens[i:i + CHUNK_ROWS], lm_head, temperature)
+        args = (h[i:i + CHUNK_ROWS], tokens[i:i + CHUNK_ROWS], lm_head, temperature, with_entropy)
         if torch.is_grad_enabled():
             logp, entropy = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
         else:

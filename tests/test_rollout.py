@@ -188,14 +188,16 @@ def test_scoring_equals_naive_log_softmax(tiny, batch, temperature, monkeypatch)
         assert (logp_1 - ref_logp).abs().max() > 1e-2
 
 
-def test_scoring_gradient_equals_naive(tiny, batch, monkeypatch):
+@pytest.mark.parametrize("with_entropy", [True, False])  # False: the training path of every non-ERC algorithm
+def test_scoring_gradient_equals_naive(tiny, batch, monkeypatch, with_entropy):
     model, _ = tiny
     monkeypatch.setattr(rollout, "CHUNK_ROWS", 5)
     keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
     weights = torch.randn(batch["completion_ids"].shape)
     model.zero_grad()
-    logp, entropy = rollout.completion_logprobs(model, *(batch[k] for k in keys), temperature=0.8)
-    assert logp.requires_grad and not entropy.requires_grad
+    logp, entropy = rollout.completion_logprobs(model, *(batch[k] for k in keys), temperature=0.8,
+                                                with_entropy=with_entropy)
+    assert logp.requires_grad and (entropy is None if not with_entropy else not entropy.requires_grad)
     (logp * weights).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
