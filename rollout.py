@@ -170,7 +170,7 @@ def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float
 
 # ----------------------------------------------------------------------------------------------- scoring
 
-CHUNK_ROWS = 1024  # completion tokens per lm_head chunk: [1024, 151936] fp32 logits = 0.6 GB at Qwen's vocabulary
+CHUNK_ROWS = 512  # completion tokens per lm_head chunk: [512, 151936] fp32 logits = 0.3 GB at Qwen's vocabulary
 
 
 def _chunk_logp_entropy(h, tokens, lm_head, temperature: float, with_entropy: bool):

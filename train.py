@@ -10,7 +10,8 @@ One step of the loop below, in the order the code runs it:
     3. reward each completion, 1 = verified correct    reward.math_reward
     4. group-relative advantages and group std         etr.group_advantages
     5. (optional) drop groups whose rewards are equal  DAPO's dynamic sampling, here without re-sampling
-    6. log pi_old and its entropy, log pi_ref, no grad rollout.score
+    6. log pi_ref; log pi_old and its entropy, no grad rollout.score; pi_old of the first update's rows
+                                                       comes from that update's own forward (no update yet)
     7. for each epoch, for each of --mini-batches mini-batches: one AdamW update, its gradient accumulated
        over micro-batches whose losses are all normalised by the whole mini-batch's token / sequence count,
        so accumulation is exact (etr.ALGOS[algo]); clip the grad norm; skip the update if anything is not finite
@@ -239,34 +240,52 @@ def load_data(args):
 
 
 def select(batch: dict, idx) -> dict:
-    """Rows idx of every tensor / list in a batch dict."""
-    return {k: v[idx] if torch.is_tensor(v) else [v[i] for i in idx.tolist()] for k, v in batch.items()}
+    """Rows idx of every tensor / list in a batch dict (None stays None)."""
+    return {k: v[idx] if torch.is_tensor(v) else None if v is None else [v[i] for i in idx.tolist()]
+            for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------------------------- step 7
 
 def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mini_batches: int,
                micro_batch_size: int, max_grad_norm: float, temperature: float) -> dict:
-    """Step 7: epochs x mini_batches AdamW updates on one rollout batch.
+    """Steps 6-7: log pi_old, then epochs x mini_batches AdamW updates on one rollout batch.
 
-    batch: a rollout.generate dict plus adv [N], group_std [N], old_logp [N, T], old_entropy [N, T] and
-    ref_logp [N, T] (or None). Each update's gradient is the sum of its micro-batches' gradients, and each
-    micro-batch loss is normalised by the *mini-batch's* counts (num_tokens, num_seqs), so the sum is the
-    gradient of the whole mini-batch's loss, whatever micro_batch_size is.
-    Returns the metrics averaged over updates (keys ending in _max: max), grad_norm (before clipping)
-    and the number of updates skipped because the loss or the gradient was not finite.
+    batch: a rollout.generate dict plus adv [N], group_std [N] and ref_logp [N, T] (or None). log pi_old and
+    its entropy are computed here and added as old_logp / old_entropy [N, T], unless the batch has them already.
+    Each update's gradient is the sum of its micro-batches' gradients, and each micro-batch loss is normalised
+    by the *mini-batch's* counts (num_tokens, num_seqs), so the sum is the gradient of the whole mini-batch's
+    loss, whatever micro_batch_size is.
+    Returns the metrics averaged over updates (keys ending in _max: max), grad_norm (before clipping), the
+    mean entropy of pi_old and the number of updates skipped because the loss or the gradient was not finite.
     """
     loss_fn = etr.ALGOS[algo]
     needs_entropy = algo.startswith("erc")  # only ERC's mask uses the current policy's entropy
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
     N = batch["completion_ids"].shape[0]
+    perms = [torch.randperm(N) for _ in range(epochs)]  # [N] each; torch's global RNG, saved in checkpoints
+
+    # 6. log pi_old and its entropy, without grad. The rows of the first update need no pass of their own:
+    #    until the first optimizer step pi_theta *is* pi_old, so that update's forward gives their pi_old
+    #    exactly (rho = 1 there), and the extra forward shrinks to the other (mini_batches - 1) / mini_batches.
+    fill = torch.zeros(0, dtype=torch.long)  # rows whose pi_old the first update fills in
+    if "old_logp" not in batch:
+        fill = perms[0].tensor_split(mini_batches)[0]
+        rest = perms[0][len(fill):]
+        batch["old_logp"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
+        batch["old_entropy"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
+        if len(rest):
+            with autocast(device):
+                batch["old_logp"][rest], batch["old_entropy"][rest] = rollout.score(
+                    model, select(batch, rest), micro_batch_size, temperature)  # [n, T], [n, T]
+
     updates, skipped = [], 0
-    for _ in range(epochs):
-        perm = torch.randperm(N)  # [N] torch's global RNG, saved in checkpoints
-        for mb in perm.tensor_split(mini_batches):  # the rows of one optimizer update
+    for epoch, perm in enumerate(perms):
+        for k, mb in enumerate(perm.tensor_split(mini_batches)):  # the rows of one optimizer update
             if len(mb) == 0:
                 continue
+            first = epoch == 0 and k == 0 and len(fill) > 0
             mask = batch["completion_mask"][mb]  # [b, T]
             T = int(mask.sum(1).max())  # the mini-batch's longest completion: columns past it are padding
             num_tokens, num_seqs = int(mask.sum()), len(mb)
@@ -276,7 +295,10 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
                 with autocast(device):
                     logp, entropy = rollout.completion_logprobs(  # [m, T], [m, T] or None; logp has grad
                         model, batch["prompt_ids"][micro], batch["prompt_mask"][micro], cols("completion_ids"),
-                        cols("completion_mask"), temperature=temperature, with_entropy=needs_entropy)
+                        cols("completion_mask"), temperature=temperature, with_entropy=needs_entropy or first)
+                if first:  # pi_theta == pi_old before the first update (see 6.)
+                    batch["old_logp"][micro, :T] = logp.detach().cpu()
+                    batch["old_entropy"][micro, :T] = entropy.cpu()
                 loss, m = loss_fn(logp, cols("old_logp"), batch["adv"][micro].to(device), cols("completion_mask"), cfg,
                                   num_tokens=num_tokens, num_seqs=num_seqs,
                                   group_std=batch["group_std"][micro].to(device), entropy=entropy,
@@ -300,7 +322,9 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     for key in updates[0]:
         values = [u[key] for u in updates]
         averaged[key] = max(values) if key.endswith("_max") else sum(values) / len(values)
-    return {**averaged, "skipped_updates": skipped}
+    mask = batch["completion_mask"]  # [N, T]
+    entropy = ((batch["old_entropy"] * mask).sum() / mask.sum()).item()  # mean entropy of pi_old per token
+    return {**averaged, "entropy": entropy, "skipped_updates": skipped}
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -473,17 +497,13 @@ def run(args) -> dict:
             tqdm.write(f"step {step}: every group has equal rewards, nothing to learn from: update skipped")
             train = {}
         else:
-            # 6. log-probs and entropies of the policy that sampled (pi_old), and of the reference, without grad
+            # 6. log-probs of the reference policy, without grad (those of pi_old: in train_step)
             with autocast(device):
-                batch["old_logp"], batch["old_entropy"] = rollout.score(model, batch, args.micro_batch_size,
-                                                                        args.temperature)  # [N, T], [N, T]
                 batch["ref_logp"] = (rollout.score(ref_model, batch, args.micro_batch_size, args.temperature,
                                                    with_entropy=False)[0] if ref_model is not None else None)
-            mask = batch["completion_mask"]
-            record["entropy"] = ((batch["old_entropy"] * mask).sum() / mask.sum()).item()
 
-            # 7. epochs x mini-batches AdamW updates. With a single update per rollout batch rho == 1 and the
-            #    clip, ETR and ERC would do nothing: that is why several mini-batches are the default.
+            # 6-7. log pi_old, then epochs x mini-batches AdamW updates. With a single update per rollout batch
+            #    rho == 1 and the clip, ETR and ERC would do nothing: that is why several mini-batches are the default.
             model.train(args.gradient_checkpointing)  # HF checkpoints only in train mode; no dropout either way
             train = train_step(model, optimizer, batch, cfg, algo=args.algo, epochs=args.epochs,
                                mini_batches=args.mini_batches, micro_batch_size=args.micro_batch_size,

@@ -168,6 +168,40 @@ def test_accumulation_is_exact(algo, tiny_model_dir):
     assert m1["ratio_max"] > 1  # later updates ran with rho != 1, so the clip paths were exercised
 
 
+@pytest.mark.parametrize("algo, epochs, mini_batches", [("grpo", 1, 2), ("erc-dapo", 2, 4), ("etr", 1, 1)])
+def test_pi_old_from_the_first_update_equals_a_separate_pass(algo, epochs, mini_batches, tiny_model_dir, monkeypatch):
+    """train_step's shortcut -- the first update's own forward gives its rows' pi_old -- changes nothing but
+    the work: the same weights, metrics, old_logp and old_entropy as scoring every row beforehand, and the
+    separate pass scores only the rows of the later mini-batches."""
+    scored = []
+    score = rollout.score
+    monkeypatch.setattr(rollout, "score", lambda model, batch, *a, **k: scored.append(len(batch["adv"])) or
+                        score(model, batch, *a, **k))
+    results = []
+    for precomputed in (True, False):
+        model = tiny_model(tiny_model_dir)
+        batch, cfg = synthetic_batch(model, algo)  # scores every row (one call to rollout.score)
+        if not precomputed:
+            reference = batch.pop("old_logp"), batch.pop("old_entropy")
+        scored.clear()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        torch.manual_seed(0)  # the same mini-batch shuffle for both
+        metrics = train.train_step(model, optimizer, batch, cfg, algo=algo, epochs=epochs, mini_batches=mini_batches,
+                                   micro_batch_size=3, max_grad_norm=1.0, temperature=1.0)
+        results.append((model.state_dict(), metrics, scored[:]))
+    (w_pre, m_pre, s_pre), (w_lazy, m_lazy, s_lazy) = results
+    N = len(batch["adv"])
+    assert s_pre == [] and sum(s_lazy) == N - len(torch.arange(N).tensor_split(mini_batches)[0])
+    torch.testing.assert_close(batch["old_logp"], reference[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch["old_entropy"], reference[1], atol=1e-6, rtol=0)
+    for k in w_pre:
+        torch.testing.assert_close(w_pre[k], w_lazy[k], atol=1e-5, rtol=0)
+    for k in m_pre:
+        assert m_pre[k] == pytest.approx(m_lazy[k], rel=1e-4, abs=1e-6), k
+    assert m_lazy["entropy"] == pytest.approx(
+        ((reference[1] * batch["completion_mask"]).sum() / batch["completion_mask"].sum()).item())
+
+
 def test_non_finite_loss_skips_the_update(tiny_model_dir, monkeypatch):
     model = tiny_model(tiny_model_dir)
     batch, cfg = synthetic_batch(model, "grpo")
