@@ -19,7 +19,7 @@ Every algorithm is the PPO clipped surrogate, changed in one place:
     etr       bounds that stretch per sample and per group    ETR, arXiv 2601.03723 (OUR READING, see etr_bounds)
     erc-dapo  DAPO + tokens whose entropy ratio leaves        ERC, arXiv 2512.05591
               (1 - beta_low, 1 + beta_high) get no gradient
-    erc-gppo  GPPO + the same entropy-ratio mask (+ dual-clip c = 10, as the ERC authors ran it)
+    erc-gppo  GPPO + the same entropy-ratio mask (both ERC variants with dual-clip c = 10, as the authors ran them)
 
 Gradient accumulation is exact: every loss takes the *optimizer mini-batch's* token and sequence counts
 (num_tokens, num_seqs), so the losses of its micro-batches add up to the loss of the whole mini-batch.
@@ -100,12 +100,14 @@ def clipped_surrogate(ratio, adv, eps_low, eps_high):
         l_t = -min(rho_t * A, clip(rho_t, 1 - eps_low, 1 + eps_high) * A)
 
     ratio [B, T]; adv [B, 1]; eps_low / eps_high floats or [B, 1] tensors (per-sample bounds, ETR).
-    A clipped token has zero gradient. Returns l [B, T] and the clip masks (low, high).
+    A clipped token has zero gradient. Returns l [B, T] and the clip masks (low, high). The min is written as
+    a choice of branch: torch.minimum would halve the gradient of a tie (rho exactly on a bound).
     """
     lo, hi = clip_bounds(ratio, eps_low, eps_high)
+    clip_low, clip_high = clip_masks(ratio, adv, lo, hi)               # [B, T], [B, T]
     clipped = torch.minimum(torch.maximum(ratio, lo), hi)              # [B, T]  clip(rho, 1-eps_low, 1+eps_high)
-    loss_tok = -torch.minimum(ratio * adv, clipped * adv)              # [B, T]
-    return (loss_tok, *clip_masks(ratio, adv, lo, hi))
+    loss_tok = -torch.where(clip_low | clip_high, clipped * adv, ratio * adv)  # [B, T]  -min(rho A, clip(rho) A)
+    return loss_tok, clip_low, clip_high
 
 
 def gppo_surrogate(logp, ratio, adv, eps_low, eps_high):
@@ -349,8 +351,8 @@ ALGO_DEFAULTS = {
     "drgrpo": {"adv_std": "none", "loss_agg": "drgrpo"},              # Dr. GRPO modifications 1 and 2
     "gppo": {"loss_agg": "token-mean"},
     "etr": {},                                                        # GRPO's settings: alpha = beta = 0 is GRPO
-    "erc-dapo": {"eps_high": 0.28, "loss_agg": "token-mean"},
-    "erc-gppo": {"loss_agg": "token-mean", "dual_clip": 10.0},
+    "erc-dapo": {"eps_high": 0.28, "loss_agg": "token-mean", "dual_clip": 10.0},  # the ERC authors' code
+    "erc-gppo": {"loss_agg": "token-mean", "dual_clip": 10.0},                    # applies dual-clip to both
 }
 
 
@@ -363,4 +365,9 @@ def make_config(algo: str, **overrides) -> LossConfig:
     if unknown:
         raise ValueError(f"unknown loss settings {sorted(unknown)}: choose from {sorted(known)}")
     settings = {**ALGO_DEFAULTS[algo], **{k: v for k, v in overrides.items() if v is not None}}
+    for key in ("eps_low", "eps_high", "erc_beta_low", "erc_beta_high"):  # 0 would clip / mask every token
+        if key in settings and settings[key] <= 0:
+            raise ValueError(f"{key} must be > 0, got {settings[key]}")
+    if settings.get("dual_clip") is not None and settings["dual_clip"] <= 1:  # c <= 1 caps every A < 0 token
+        raise ValueError(f"dual_clip must be > 1 (Ye et al. 2019), got {settings['dual_clip']}: leave it unset to turn it off")
     return LossConfig(**settings)

@@ -270,7 +270,7 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     #    until the first optimizer step pi_theta *is* pi_old, so that update's forward gives their pi_old
     #    exactly (rho = 1 there), and the extra forward shrinks to the other (mini_batches - 1) / mini_batches.
     fill = torch.zeros(0, dtype=torch.long)  # rows whose pi_old the first update fills in
-    if "old_logp" not in batch:
+    if "old_logp" not in batch or "old_entropy" not in batch:
         fill = perms[0].tensor_split(mini_batches)[0]
         rest = perms[0][len(fill):]
         batch["old_logp"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
@@ -287,7 +287,7 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
                 continue
             first = epoch == 0 and k == 0 and len(fill) > 0
             mask = batch["completion_mask"][mb]  # [b, T]
-            T = int(mask.sum(1).max())  # the mini-batch's longest completion: columns past it are padding
+            T = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 0  # last used column; past it: padding
             num_tokens, num_seqs = int(mask.sum()), len(mb)
             metrics = {"loss": torch.zeros(())}
             for micro in mb.split(micro_batch_size):

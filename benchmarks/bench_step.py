@@ -2,6 +2,7 @@
 
     /tmp/trlvenv/bin/python benchmarks/bench_step.py              # toy model, CPU, ~1 minute on 2 cores
     python benchmarks/bench_step.py --no-trl                       # without TRL: ours against the raw work only
+    python benchmarks/bench_step.py --profile                      # where one step of ours spends its time (cProfile)
     /tmp/trlvenv/bin/python benchmarks/bench_step.py --model random-qwen2.5-0.5b --device cuda   # the GPU figure
 
 TRL is not a dependency of this project: install it in a throw-away venv that shares the system's torch and
@@ -188,6 +189,20 @@ def ours_runner(a, cfg, path, prompts, golds):
     return results, one_step
 
 
+def profile_ours(a, cfg, path, prompts, golds, top: int = 12):
+    """cProfile of one step of ours after a warm-up step: where its time goes, by function."""
+    import cProfile
+    import pstats
+
+    model, tokenizer = load(path, a.device, a.max_new_tokens)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    our_step(model, tokenizer, optimizer, prompts, golds, a, cfg)
+    profiler = cProfile.Profile()
+    profiler.runcall(our_step, model, tokenizer, optimizer, prompts, golds, a, cfg)
+    for key in ("cumulative", "tottime"):  # the call tree's big branches, then the functions that do the work
+        pstats.Stats(profiler).strip_dirs().sort_stats(key).print_stats(top)
+
+
 # ----------------------------------------------------------------------------------------------- TRL
 
 def run_trl_and_ours(a, cfg, path, prompts, golds) -> tuple[dict, dict]:
@@ -279,6 +294,7 @@ def main():
     p.add_argument("--warmup", type=int, default=1, help="steps of each side not counted (default: 1)")
     p.add_argument("--steps", type=int, default=10, help="timed A/B pairs (default: 10)")
     p.add_argument("--no-trl", action="store_true", help="ours and the raw work only (TRL not installed)")
+    p.add_argument("--profile", action="store_true", help="only profile one step of ours with cProfile")
     b = p.parse_args()
     flags = ["--model", b.model]
     for key in ("prompts_per_step", "group_size", "max_new_tokens", "mini_batches", "micro_batch_size"):
@@ -294,6 +310,8 @@ def main():
     prompts = [rollout.build_prompt(q["problem"], tokenizer, a.template) for q in problems]
     golds = [q["answer"] for q in problems for _ in range(a.group_size)]
 
+    if b.profile:
+        return profile_ours(a, cfg, path, prompts, golds)
     if b.no_trl:
         ours, one_step = ours_runner(a, cfg, path, prompts, golds)
         for _ in range(a.warmup + a.steps):

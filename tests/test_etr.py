@@ -359,6 +359,28 @@ def test_unknown_algo_and_setting_are_clear_errors():
         etr.etr_loss(b["logp"], b["old_logp"], b["adv"], b["mask"], etr.make_config("etr"))
 
 
+@pytest.mark.parametrize("setting, value", [("eps_low", 0.0), ("eps_high", -0.1), ("erc_beta_low", 0.0),
+                                            ("erc_beta_high", 0.0), ("dual_clip", 1.0), ("dual_clip", 0.0)])
+def test_settings_that_would_silently_stop_learning_are_refused(setting, value):
+    # eps = 0 clips every token once rho moves; beta = 0 masks every token (strict band); dual-clip c <= 1 caps
+    # (and so zeroes the gradient of) every token with A < 0. Each is an error naming the setting.
+    with pytest.raises(ValueError, match=setting):
+        etr.make_config("erc-dapo", **{setting: value})
+
+
+def test_ratio_exactly_on_a_clip_bound_keeps_the_whole_gradient():
+    """A tie (rho == 1 + eps_high, A > 0; rho == 1 - eps_low, A < 0) is inside the trust region: the
+    gradient is -A, not the half that min() would give it (the first update's tokens all have rho == 1)."""
+    adv = torch.tensor([[1.5], [-2.0], [0.5], [-1.0]])  # [B, 1]
+    ratio = torch.tensor([[1.0], [1.0], [1.25], [0.75]], requires_grad=True)  # [B, 1] every one on a bound
+    eps = torch.tensor([[0.0], [0.0], [0.25], [0.25]])  # [B, 1] exactly representable bounds
+    loss, low, high = etr.clipped_surrogate(ratio, adv, eps, eps)
+    loss.sum().backward()
+    assert not (low | high).any()
+    torch.testing.assert_close(ratio.grad, -adv, atol=0, rtol=0)
+    torch.testing.assert_close(loss.detach(), -ratio.detach() * adv, atol=0, rtol=0)
+
+
 def test_etr_py_imports_only_torch_and_stdlib():
     tree = ast.parse(Path(etr.__file__).read_text())
     mods = set()

@@ -202,6 +202,22 @@ def test_pi_old_from_the_first_update_equals_a_separate_pass(algo, epochs, mini_
         ((reference[1] * batch["completion_mask"]).sum() / batch["completion_mask"].sum()).item())
 
 
+def test_every_masked_in_token_is_scored_even_behind_a_hole(tiny_model_dir, monkeypatch):
+    """A completion mask need not be a prefix (e.g. masked tool output): columns are cropped at the last used
+    one, not at the longest row's token count, so no counted token goes unscored."""
+    model = tiny_model(tiny_model_dir)
+    batch, cfg = synthetic_batch(model, "dapo")
+    batch["completion_mask"][:] = 0
+    batch["completion_mask"][:, 0] = 1
+    batch["completion_mask"][0, 5] = 1  # row 0: tokens 0 and 5 -> every row has <= 2 tokens, one reaches column 5
+    seen = []
+    logprobs = rollout.completion_logprobs
+    monkeypatch.setattr(rollout, "completion_logprobs", lambda *a, **k: seen.append(int(a[4].sum())) or logprobs(*a, **k))
+    train.train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batch, cfg, algo="dapo", epochs=1,
+                     mini_batches=1, micro_batch_size=8, max_grad_norm=1.0, temperature=1.0)
+    assert seen == [int(batch["completion_mask"].sum())]
+
+
 def test_non_finite_loss_skips_the_update(tiny_model_dir, monkeypatch):
     model = tiny_model(tiny_model_dir)
     batch, cfg = synthetic_batch(model, "grpo")
