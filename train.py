@@ -245,7 +245,7 @@ def select(batch: dict, idx) -> dict:
             for k, v in batch.items()}
 
 
-# ----------------------------------------------------------------------------------------------- step 7
+# ----------------------------------------------------------------------------------------------- steps 6-7
 
 def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mini_batches: int,
                micro_batch_size: int, max_grad_norm: float, temperature: float) -> dict:
