@@ -19,7 +19,8 @@ Every algorithm is the PPO clipped surrogate, changed in one place:
     etr       bounds that stretch per sample and per group    ETR, arXiv 2601.03723 (OUR READING, see etr_bounds)
     erc-dapo  DAPO + tokens whose entropy ratio leaves        ERC, arXiv 2512.05591
               (1 - beta_low, 1 + beta_high) get no gradient
-    erc-gppo  GPPO + the same entropy-ratio mask (both ERC variants with dual-clip c = 10, as the authors ran them)
+    erc-gppo  GPPO + the same entropy-ratio mask
+              (both ERC variants with dual-clip c = 10, as the authors ran them)
 
 Gradient accumulation is exact: every loss takes the *optimizer mini-batch's* token and sequence counts
 (num_tokens, num_seqs), so the losses of its micro-batches add up to the loss of the whole mini-batch.
@@ -368,6 +369,9 @@ def make_config(algo: str, **overrides) -> LossConfig:
     for key in ("eps_low", "eps_high", "erc_beta_low", "erc_beta_high"):  # 0 would clip / mask every token
         if key in settings and settings[key] <= 0:
             raise ValueError(f"{key} must be > 0, got {settings[key]}")
+    if settings.get("reward_max", 1.0) <= settings.get("reward_min", 0.0):  # sigma_max^2 = 0: ETR divides by it
+        raise ValueError(f"reward_max must be > reward_min, got {settings.get('reward_max', 1.0)} <= "
+                         f"{settings.get('reward_min', 0.0)}")
     if settings.get("dual_clip") is not None and settings["dual_clip"] <= 1:  # c <= 1 caps every A < 0 token
         raise ValueError(f"dual_clip must be > 1 (Ye et al. 2019), got {settings['dual_clip']}: leave it unset to turn it off")
     return LossConfig(**settings)

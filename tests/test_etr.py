@@ -360,10 +360,12 @@ def test_unknown_algo_and_setting_are_clear_errors():
 
 
 @pytest.mark.parametrize("setting, value", [("eps_low", 0.0), ("eps_high", -0.1), ("erc_beta_low", 0.0),
-                                            ("erc_beta_high", 0.0), ("dual_clip", 1.0), ("dual_clip", 0.0)])
+                                            ("erc_beta_high", 0.0), ("dual_clip", 1.0), ("dual_clip", 0.0),
+                                            ("reward_max", 0.0)])
 def test_settings_that_would_silently_stop_learning_are_refused(setting, value):
     # eps = 0 clips every token once rho moves; beta = 0 masks every token (strict band); dual-clip c <= 1 caps
-    # (and so zeroes the gradient of) every token with A < 0. Each is an error naming the setting.
+    # (and so zeroes the gradient of) every token with A < 0; reward_max <= reward_min makes ETR divide by 0.
+    # Each is an error naming the setting.
     with pytest.raises(ValueError, match=setting):
         etr.make_config("erc-dapo", **{setting: value})
 
