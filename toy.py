@@ -11,23 +11,38 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
   subtraction). One-digit operands: a 3-layer model learns the format and copying within seconds, the sums
   more slowly. (With operands up to 29 it stays below 10 % sampled accuracy for over 1,000 steps.)
 - Model: Qwen2Config with 3 layers, hidden size 128.
-- Pre-training: a short supervised run (cross-entropy on the worked answer and its EOS, prompts built with
-  rollout.build_prompt(..., "plain") exactly as train.py builds them). It is deliberately stopped early: the
-  model knows the format and mostly the arithmetic, but sampling at temperature 1 is right only part of the
-  time -- the headroom that RL should visibly close.
+- Pre-training: supervised (cross-entropy on the worked answer and its EOS, prompts built with
+  rollout.build_prompt(..., "plain") exactly as train.py builds them), stopped on a measured criterion, not a
+  step count: the sampled accuracy at temperature 1 on CHECK_PROBLEMS held-out problems (CHECK_SAMPLES each,
+  common random numbers: the same sampling seed at every check). Pre-training stops as soon as it reaches
+  TARGET_ACCURACY (or at PRETRAIN_MAX_STEPS). Why not a fixed step count: the learning curve is steep where we
+  want to stop, so a fixed count turns the tiny rounding differences between CPUs into a different starting
+  model (one machine started RL at 0.42 sampled accuracy, another at 0.17). A measured stop lands every
+  machine, and every ETR_TOY_SEED, in the same band: the model knows the format and mostly the arithmetic,
+  but sampling at temperature 1 is right only ~40 % of the time -- the headroom RL should visibly close.
+  (The probability of writing exactly the worked answer, a noise-free teacher-forced quantity, was tried
+  first: it tracks the accuracy, but a third of the correct samples are not the worked answer -- "9+6=16.
+  \\boxed{15}": the box is predicted from the problem, not from the sum -- and that share varies by seed.)
+  What the build reached is written to pretrain.json beside the weights.
 
-The cache directory is named after a hash of this file and of the plain prompt template, so a changed recipe
-rebuilds instead of loading a stale model. The build is deterministic (fixed seeds, caller's RNG untouched).
+ETR_TOY_SEED=N picks the pre-training seed (initial weights and data order; default 1234), a stand-in for a
+different CPU. The cache directory is named after a hash of everything that changes the result: this file
+(the recipe), the plain prompt template, the seed, and the torch and transformers versions. A changed recipe
+rebuilds instead of loading a stale model. The build is deterministic on one machine (fixed seeds, the
+caller's RNG untouched).
 """
 import hashlib
+import json
 import os
 import random
 import shutil
 import string
+import sys
 from pathlib import Path
 
 import torch
 
+import rollout
 from rollout import PROMPT_TEMPLATES, build_prompt
 
 EOS = "<|endoftext|>"
@@ -36,7 +51,12 @@ CHARS = string.printable[:-5] + "\n"  # digits, letters, punctuation, space, new
 
 # Model and pre-training recipe.
 N_LAYERS, HIDDEN, N_HEADS = 3, 128, 4
-PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR, SEED = 225, 32, 3e-3, 1234
+PRETRAIN_BATCH, PRETRAIN_LR, WARMUP_STEPS, MAX_GRAD_NORM = 32, 3e-3, 20, 1.0
+TARGET_ACCURACY = 0.40  # stop once the held-out sampled accuracy at temperature 1 reaches this
+PRETRAIN_MAX_STEPS = 1000  # the cap, if the target is never reached (normally reached after ~200-250 steps)
+CHECK_PROBLEMS, CHECK_SAMPLES, CHECK_SEED = 256, 4, 5_000  # held-out problems (RL draws seed 0, eval 10_000)
+CHECK_EVERY_FAR, CHECK_EVERY_NEAR = 10, 2  # check every 10th step while below TARGET_ACCURACY / 2, then every 2nd
+DEFAULT_SEED = 1234
 
 MAX_OPERAND = 9  # operands are 1..MAX_OPERAND: the task's difficulty
 NAMES = ["Ann", "Bob", "Eve", "Max", "Kim", "Sam", "Zoe", "Tom"]
@@ -102,57 +122,111 @@ def make_model(vocab_size: int, n_layers: int = N_LAYERS):
     return Qwen2ForCausalLM(config)
 
 
-def _pretrain(model, tokenizer):
-    """Supervised pre-training on worked answers: loss on the completion tokens and the final EOS only."""
-    rng = random.Random(SEED)
+def toy_seed() -> int:
+    """The pre-training seed: $ETR_TOY_SEED, or DEFAULT_SEED."""
+    value = os.environ.get("ETR_TOY_SEED", "").strip()
+    if not value:
+        return DEFAULT_SEED
+    try:
+        return int(value)
+    except ValueError:
+        raise rollout.UserError(f"ETR_TOY_SEED={value!r} is not an integer: set it to a whole number "
+                        f"(e.g. ETR_TOY_SEED=1) or unset it for the default {DEFAULT_SEED}") from None
+
+
+def _supervised_batch(tokenizer, problems: list[tuple]):
+    """(prompt + worked answer + EOS) rows, right-padded -> ids [B, L], labels [B, L] (-100 outside the answer)."""
+    p = tokenizer([build_prompt(q, tokenizer, "plain") for q, _, _ in problems], add_special_tokens=False)["input_ids"]
+    c = tokenizer([s + EOS for _, s, _ in problems], add_special_tokens=False)["input_ids"]
+    L = max(len(x) + len(y) for x, y in zip(p, c))
+    ids = torch.zeros(len(problems), L, dtype=torch.long)  # [B, L] right-padded with EOS (= pad)
+    labels = torch.full((len(problems), L), -100)  # [B, L] -100 = ignored by the loss
+    for i, (x, y) in enumerate(zip(p, c)):
+        ids[i, :len(x) + len(y)] = torch.tensor(x + y)
+        labels[i, len(x):len(x) + len(y)] = torch.tensor(y)
+    return ids, labels
+
+
+def sampled_accuracy(model, tokenizer, problems: list[tuple], n: int = CHECK_SAMPLES, seed: int = CHECK_SEED) -> float:
+    """Fraction of n samples per problem (temperature 1, as RL samples) that the reward verifies, drawn with a
+    fixed seed: two calls on the same model agree exactly, and the caller's RNG is left as it was."""
+    from reward import math_reward
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        batch = rollout.generate(model, tokenizer, [build_prompt(q, tokenizer, "plain") for q, _, _ in problems], n,
+                                 temperature=1.0, max_new_tokens=32, batch_size=len(problems) * n)
+    rewards = [math_reward(text, str(problems[i // n][2])) for i, text in enumerate(batch["texts"])]
+    return sum(rewards) / len(rewards)
+
+
+def _pretrain(model, tokenizer, seed: int, target: float = TARGET_ACCURACY, max_steps: int = PRETRAIN_MAX_STEPS,
+              criterion=sampled_accuracy) -> dict:
+    """Supervised pre-training on worked answers (loss on the completion tokens and the final EOS only) until
+    criterion(model, tokenizer, held-out problems) >= target, or max_steps. The criterion is checked after every
+    CHECK_EVERY_NEAR-th step once it is past target / 2, and after every CHECK_EVERY_FAR-th step before that.
+    -> what it reached."""
+    rng = random.Random(seed)
+    check_rng = random.Random(CHECK_SEED)
+    held_out = [_toy_problem(check_rng) for _ in range(CHECK_PROBLEMS)]
     # Denormal floats (tiny Adam moments) make CPU matmuls ~10x slower after a few hundred steps: flush them.
     torch.set_flush_denormal(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
+    step, accuracy = 0, criterion(model, tokenizer, held_out)
     model.train()
-    for step in range(PRETRAIN_STEPS):
-        for group in optimizer.param_groups:  # linear warm-up over the first 10% of steps, then constant
-            group["lr"] = PRETRAIN_LR * min(1.0, (step + 1) / (0.1 * PRETRAIN_STEPS))
-        prompts, answers = [], []
-        for _ in range(PRETRAIN_BATCH):
-            problem, solution, _ = _toy_problem(rng)
-            prompts.append(build_prompt(problem, tokenizer, "plain"))
-            answers.append(solution + EOS)
-        p = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        c = tokenizer(answers, add_special_tokens=False)["input_ids"]
-        L = max(len(x) + len(y) for x, y in zip(p, c))
-        ids = torch.zeros(PRETRAIN_BATCH, L, dtype=torch.long)  # [B, L] right-padded with EOS (= pad)
-        labels = torch.full((PRETRAIN_BATCH, L), -100)  # [B, L] -100 = ignored by the loss
-        for i, (x, y) in enumerate(zip(p, c)):
-            ids[i, :len(x) + len(y)] = torch.tensor(x + y)
-            labels[i, len(x):len(x) + len(y)] = torch.tensor(y)
+    while accuracy < target and step < max_steps:
+        for group in optimizer.param_groups:  # linear warm-up, then constant
+            group["lr"] = PRETRAIN_LR * min(1.0, (step + 1) / WARMUP_STEPS)
+        ids, labels = _supervised_batch(tokenizer, [_toy_problem(rng) for _ in range(PRETRAIN_BATCH)])
         loss = model(input_ids=ids, labels=labels).loss  # HF shifts labels by one inside
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)  # lr 3e-3 spikes without it
         optimizer.step()
+        step += 1
+        every = CHECK_EVERY_NEAR if accuracy >= target / 2 else CHECK_EVERY_FAR
+        if step % every == 0 or step == max_steps:
+            accuracy = criterion(model, tokenizer, held_out)  # generate() switches to eval mode and back
     model.eval()
+    return {"seed": seed, "steps": step, "sampled_accuracy": round(accuracy, 4), "target": target,
+            "stopped_by": "target" if accuracy >= target else "step cap"}
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("ETR_CACHE", Path.home() / ".cache" / "etr"))
 
 
+def cache_key(seed: int) -> str:
+    """Hash of everything that changes the built toy: the recipe (this file), the prompt template, the seed and
+    the library versions (their kernels round differently)."""
+    import transformers
+
+    recipe = b"\0".join([Path(__file__).read_bytes(), PROMPT_TEMPLATES["plain"].encode(), str(seed).encode(),
+                          torch.__version__.encode(), transformers.__version__.encode()])
+    return hashlib.sha256(recipe).hexdigest()[:12]
+
+
 def build_toy(cache_dir: str | Path | None = None, force: bool = False) -> Path:
     """Build (once) and return the toy's directory, loadable with from_pretrained."""
-    recipe = Path(__file__).read_bytes() + PROMPT_TEMPLATES["plain"].encode()
-    out = Path(cache_dir or default_cache_dir()) / f"toy-{hashlib.sha256(recipe).hexdigest()[:12]}"
+    seed = toy_seed()
+    out = Path(cache_dir or default_cache_dir()) / f"toy-{cache_key(seed)}"
     if out.is_dir() and not force:
         return out
     tokenizer = make_tokenizer()
     with torch.random.fork_rng():  # deterministic, and the caller's RNG state is left as it was
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         model = make_model(len(tokenizer))
-        _pretrain(model, tokenizer)
+        report = _pretrain(model, tokenizer, seed)
+    if report["stopped_by"] != "target":
+        print(f"toy: pre-training stopped at the cap ({report['steps']} steps) with sampled accuracy "
+              f"{report['sampled_accuracy']} < target {report['target']}", file=sys.stderr)
     # Write to a temporary directory, then rename: an interrupted build never leaves a half-written model.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    (tmp / "pretrain.json").write_text(json.dumps(report, indent=2) + "\n")
     if force:
         shutil.rmtree(out, ignore_errors=True)
     try:

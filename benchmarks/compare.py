@@ -64,6 +64,33 @@ def other_settings(run: Path, flags: list[str]) -> list[str]:
             if k not in train.RESUMABLE_CHANGES and saved.get(k) != v]
 
 
+def run_train(run: Path, flags: list[str], steps: int, tag: str, t_start: float, env: dict | None = None):
+    """Run `train.py flags` into run, or skip it if done, or extend a finished shorter run with --resume."""
+    done = last_step(run)
+    if done and (differ := other_settings(run, flags)):
+        raise SystemExit(f"error: {run} holds a run with other settings ({'; '.join(differ)}): "
+                         f"pass another --out or delete it")
+    if done > steps:
+        raise SystemExit(f"error: {run} already ran {done} > --steps {steps} steps: pass another --out")
+    if done == steps:
+        print(f"{tag} {run}: already done, skipped")
+        return
+    if train.checkpoints(run):  # a finished shorter run: continue it
+        flags = [*flags, "--resume"]
+    t0 = time.perf_counter()
+    run.mkdir(parents=True, exist_ok=True)
+    log = run / "train.log"
+    with open(log, "a") as f:
+        rc = subprocess.call([sys.executable, str(REPO / "train.py"), *flags], stdout=f, stderr=subprocess.STDOUT,
+                             env=env)
+    if rc:
+        tail = log.read_text(errors="replace").splitlines()[-5:]
+        raise SystemExit(f"error: {run} failed (exit {rc}); the end of {log}:\n" + "\n".join(tail))
+    reward = plot.window_mean([plot.read_metrics(run)], "reward_mean", last=10)[0]
+    print(f"{tag} {run}: {time.perf_counter() - t0:.0f} s, mean reward of the last 10 steps "
+          f"{reward:.3f} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)", flush=True)
+
+
 def main(argv=None):
     args, extra = parse_args(argv)
     # seed by seed: a comparison stopped early still has every algorithm, with fewer seeds
@@ -78,29 +105,7 @@ def main(argv=None):
           f"{' '.join(map(str, args.seeds))}{' with ' + ' '.join(extra) if extra else ''}")
     t_start = time.perf_counter()
     for i, (algo, seed, run) in enumerate(runs, 1):
-        flags = train_flags(algo, seed, args.steps, run, extra)
-        done = last_step(run)
-        if done and (differ := other_settings(run, flags)):
-            raise SystemExit(f"error: {run} holds a run with other settings ({'; '.join(differ)}): "
-                             f"pass another --out or delete it")
-        if done > args.steps:
-            raise SystemExit(f"error: {run} already ran {done} > --steps {args.steps} steps: pass another --out")
-        if done == args.steps:
-            print(f"[{i}/{len(runs)}] {run}: already done, skipped")
-            continue
-        if train.checkpoints(run):  # a finished shorter run: continue it
-            flags.append("--resume")
-        t0 = time.perf_counter()
-        run.mkdir(parents=True, exist_ok=True)
-        log = run / "train.log"
-        with open(log, "a") as f:
-            rc = subprocess.call([sys.executable, str(REPO / "train.py"), *flags], stdout=f, stderr=subprocess.STDOUT)
-        if rc:
-            tail = log.read_text(errors="replace").splitlines()[-5:]
-            raise SystemExit(f"error: {run} failed (exit {rc}); the end of {log}:\n" + "\n".join(tail))
-        reward = plot.window_mean([plot.read_metrics(run)], "reward_mean", last=10)[0]
-        print(f"[{i}/{len(runs)}] {run}: {time.perf_counter() - t0:.0f} s, mean reward of the last 10 steps "
-              f"{reward:.3f} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)")
+        run_train(run, train_flags(algo, seed, args.steps, run, extra), args.steps, f"[{i}/{len(runs)}]", t_start)
 
     figure = args.figure or args.out / "compare.png"
     plot.main([*(str(run) for _, _, run in runs), "--out", str(figure), "--smooth", str(args.smooth)])

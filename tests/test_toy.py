@@ -1,7 +1,9 @@
 """toy.py: the problem generator, the character tokenizer, and the cached pre-trained toy model."""
+import json
 import random
 import re
 
+import pytest
 import torch
 
 import rollout
@@ -56,7 +58,7 @@ def test_toy_builds_caches_and_reloads(toy_dir, monkeypatch):
 def test_pretraining_taught_the_worked_answers(toy_dir):
     """The saved toy predicts held-out worked answers far better than its untrained initialisation (~ln 98 nats/token)."""
     model, tokenizer = rollout.load_model(str(toy_dir), device="cpu")
-    torch.manual_seed(toy.SEED)
+    torch.manual_seed(toy.DEFAULT_SEED)
     untrained = toy.make_model(len(tokenizer)).eval()
     rng = random.Random(99)
     problems = [toy._toy_problem(rng) for _ in range(16)]
@@ -72,3 +74,110 @@ def test_pretraining_taught_the_worked_answers(toy_dir):
                                                   completion_mask, with_entropy=False)
         nll[name] = -(logp.sum() / completion_mask.sum()).item()
     assert nll["untrained"] > 3.5 and nll["toy"] < 1.5, nll
+
+
+# ---- the measured stop of pre-training (issue: the toy must land in the same place on every machine) ----------
+
+def _scripted_criterion(values):
+    """A stand-in for sampled_accuracy that returns the scripted values, one per call, and counts calls."""
+    calls = []
+
+    def criterion(model, tokenizer, problems):
+        calls.append(len(calls))
+        return values[min(len(calls) - 1, len(values) - 1)]
+    return criterion, calls
+
+
+def _tiny(monkeypatch):
+    monkeypatch.setattr(toy, "PRETRAIN_BATCH", 2)
+    monkeypatch.setattr(toy, "CHECK_PROBLEMS", 2)
+    tokenizer = toy.make_tokenizer()
+    torch.manual_seed(0)
+    return toy.make_model(len(tokenizer), n_layers=1), tokenizer
+
+
+def test_pretraining_stops_at_the_first_check_that_reaches_the_target(monkeypatch):
+    model, tokenizer = _tiny(monkeypatch)
+    # checks: before step 1 (0.0), every 10th step while below target/2 = 0.25 (step 10: 0.3), then every 2nd
+    criterion, calls = _scripted_criterion([0.0, 0.3, 0.45, 0.55, 0.9])
+    report = toy._pretrain(model, tokenizer, seed=0, target=0.5, max_steps=50, criterion=criterion)
+    assert report["steps"] == 14 and report["stopped_by"] == "target"
+    assert report["sampled_accuracy"] == 0.55 and len(calls) == 4
+
+
+def test_pretraining_stops_at_the_cap_when_the_target_is_never_reached(monkeypatch):
+    model, tokenizer = _tiny(monkeypatch)
+    criterion, calls = _scripted_criterion([0.0])
+    before = [p.detach().clone() for p in model.parameters()]
+    report = toy._pretrain(model, tokenizer, seed=0, target=0.5, max_steps=3, criterion=criterion)
+    assert report["steps"] == 3 and report["stopped_by"] == "step cap" and len(calls) == 2  # before and at the cap
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it did train
+
+
+def test_pretraining_does_not_train_a_model_that_already_meets_the_target(monkeypatch):
+    model, tokenizer = _tiny(monkeypatch)
+    criterion, _ = _scripted_criterion([0.7])
+    before = [p.detach().clone() for p in model.parameters()]
+    report = toy._pretrain(model, tokenizer, seed=0, target=0.5, max_steps=3, criterion=criterion)
+    assert report["steps"] == 0 and report["stopped_by"] == "target"
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_sampled_accuracy_is_the_verified_fraction_with_common_random_numbers(tiny_model_dir, monkeypatch):
+    model, tokenizer = rollout.load_model(str(tiny_model_dir), device="cpu")
+    problems = [toy._toy_problem(random.Random(i)) for i in range(3)]  # answers: the third element
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompts, n, **knobs):
+        seen.update(prompts=prompts, n=n, knobs=knobs, draw=torch.rand(1).item())
+        texts = [f"\\boxed{{{a}}}" if j < k else "\\boxed{-1}" for (_, _, a), k in zip(problems, (0, 2, 3))
+                 for j in range(n)]
+        return {"texts": texts}
+    monkeypatch.setattr(rollout, "generate", fake_generate)
+    state = torch.random.get_rng_state()
+    assert toy.sampled_accuracy(model, tokenizer, problems, n=3) == (0 + 2 + 3) / 9
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
+    first = seen["draw"]
+    toy.sampled_accuracy(model, tokenizer, problems, n=3)
+    assert seen["draw"] == first  # the same sampling seed at every check
+    assert seen["knobs"]["temperature"] == 1.0 and seen["n"] == 3
+    assert seen["prompts"] == [rollout.build_prompt(q, tokenizer, "plain") for q, _, _ in problems]
+
+
+def test_cache_key_covers_seed_recipe_and_template(monkeypatch, tmp_path):
+    key = toy.cache_key(1234)
+    assert toy.cache_key(1234) == key and toy.cache_key(1) != key
+    changed = tmp_path / "toy.py"
+    changed.write_text(open(toy.__file__).read().replace("TARGET_ACCURACY = ", "TARGET_ACCURACY = 0.01 + "))
+    monkeypatch.setattr(toy, "__file__", str(changed))
+    assert toy.cache_key(1234) != key  # another recipe
+    monkeypatch.undo()
+    monkeypatch.setitem(toy.PROMPT_TEMPLATES, "plain", "{problem}\nAnswer:")
+    assert toy.cache_key(1234) != key  # another prompt
+
+
+def test_toy_seed_from_the_environment(monkeypatch):
+    monkeypatch.delenv("ETR_TOY_SEED", raising=False)
+    assert toy.toy_seed() == toy.DEFAULT_SEED
+    monkeypatch.setenv("ETR_TOY_SEED", " 7 ")
+    assert toy.toy_seed() == 7
+    monkeypatch.setenv("ETR_TOY_SEED", "1.5")
+    with pytest.raises(rollout.UserError, match="ETR_TOY_SEED='1.5' is not an integer"):
+        toy.toy_seed()
+
+
+def test_a_bad_toy_seed_is_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    import train
+
+    monkeypatch.setenv("ETR_TOY_SEED", "abc")
+    monkeypatch.setenv("ETR_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--steps", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "ETR_TOY_SEED" in err, err
+
+
+def test_the_built_toy_reached_its_target(toy_dir):
+    report = json.loads((toy_dir / "pretrain.json").read_text())
+    assert report["stopped_by"] == "target" and report["sampled_accuracy"] >= toy.TARGET_ACCURACY
+    assert report["seed"] == toy.DEFAULT_SEED and 0 < report["steps"] < toy.PRETRAIN_MAX_STEPS
