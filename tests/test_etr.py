@@ -139,19 +139,22 @@ def seq_mean(rows):
     return sum(sum(r) / len(r) for r in rows) / len(rows)
 
 
-@pytest.mark.parametrize("algo, expected", [
-    ("grpo", seq_mean(L_GRPO)),                 # (-3.7/4 + 3.3/3) / 2
-    ("dapo", token_mean(L_DAPO)),               # -0.48 / 7
-    ("gppo", token_mean(L_GRPO)),               # GPPO has PPO's forward value
-    ("drgrpo", sum(map(sum, L_GRPO)) / (2 * 16)),  # max_len = 16 below; A unchanged (given)
+EXPECTED_LOSS = {
+    "grpo": seq_mean(L_GRPO),                   # (-3.7/4 + 3.3/3) / 2
+    "dapo": token_mean(L_DAPO),                 # -0.48 / 7
+    "gppo": token_mean(L_GRPO),                 # GPPO has PPO's forward value
+    "drgrpo": sum(map(sum, L_GRPO)) / (2 * 16),  # max_len = 16 below; A unchanged (given)
     # ETR, sigma = 0.5 (M = 1), |A| = 1 (m = 1.5): eps = 0.3 on both sides for both responses
-    ("etr", ((-0.5 - 1.0 - 1.3 - 1.0) / 4 + (0.7 + 1.0 + 1.5) / 3) / 2),
-    ("erc-dapo", token_mean(L_DAPO)),           # equal entropies: nothing dropped
-    ("erc-gppo", token_mean(L_GRPO)),           # dual-clip c = 10 does not bind at rho <= 1.5
-])
-def test_forward_values_by_hand(algo, expected):
+    "etr": ((-0.5 - 1.0 - 1.3 - 1.0) / 4 + (0.7 + 1.0 + 1.5) / 3) / 2,
+    "erc-dapo": token_mean(L_DAPO),             # equal entropies: nothing dropped
+    "erc-gppo": token_mean(L_GRPO),             # dual-clip c = 10 does not bind at rho <= 1.5
+}
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_forward_values_by_hand(algo):
     loss, _, metrics = run(algo, *fixed_batch(), max_len=16)
-    check(loss, expected, loss_name(algo), f"{algo} loss of the fixed batch (rho 0.5 / 1 / 1.5, A = +-1, lengths 4 and 3)")
+    check(loss, EXPECTED_LOSS[algo], loss_name(algo), f"{algo} loss of the fixed batch (rho 0.5 / 1 / 1.5, A = +-1, lengths 4 and 3)")
     check(metrics["ratio_max"], 1.5, "aggregate", f"{algo} metric ratio_max (the padded rho = 7 must not count)")
 
 
