@@ -207,7 +207,7 @@ def main(argv=None):
                 print(f"the unmutated code fails {' '.join(tests)} ({first}): fix that first, nothing measured",
                       file=sys.stderr)
                 return 1
-        print(f"unmutated code passes all {len(selections)} test selections ({time.time() - start:.0f} s)\n")
+        print(f"unmutated code passes all {len(selections)} test selections ({time.time() - start:.0f} s)\n", flush=True)
         print(f"{'mutant':26} {'file':10} result")
         rows = []
         for m in chosen:

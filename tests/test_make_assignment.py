@@ -41,6 +41,8 @@ def test_handout_keeps_signature_docstring_and_shape_comments_and_hides_the_code
     # the comment of `clipped = torch.minimum(...)  # [B, T]  clip(...)` names the tensor, not the code
     assert "    # clipped: [B, T]  clip(rho, 1-eps_low, 1+eps_high)\n" in handout
     assert "torch.minimum(torch.maximum(ratio, lo), hi)" in source and "torch.minimum(torch.maximum" not in handout
+    everything = make_assignment.make_assignment(list(before), source)  # every function emptied: still Python
+    assert [len(f.body) for f in functions(everything).values()] == [2] * len(before)
 
 
 def test_unknown_names_are_one_line_listing_the_valid_ones_exit_2():
