@@ -155,7 +155,7 @@ EXPECTED_LOSS = {
 def test_forward_values_by_hand(algo):
     loss, _, metrics = run(algo, *fixed_batch(), max_len=16)
     check(loss, EXPECTED_LOSS[algo], loss_name(algo), f"{algo} loss of the fixed batch (rho 0.5 / 1 / 1.5, A = +-1, lengths 4 and 3)")
-    check(metrics["ratio_max"], 1.5, "aggregate", f"{algo} metric ratio_max (the padded rho = 7 must not count)")
+    check(metrics["ratio_max"], 1.5, loss_name(algo), f"{algo} metric ratio_max (the padded rho = 7 must not count)")
 
 
 def analytic_grad(algo, eps_low, eps_high, n):
@@ -204,7 +204,7 @@ def test_clip_fractions_per_side():
     check(m["clip_frac_high"], 1 / 7, "clipped_surrogate", "dapo clip_frac_high (1.5 > 1.28 still clipped)")
     # approx KL(old || new) = mean of rho - 1 - log rho over valid tokens
     vals = [r - 1 - math.log(r) for row, mrow in zip(RATIOS, MASK) for r, k in zip(row, mrow) if k]
-    check(m["approx_kl"], sum(vals) / 7, "aggregate", "metric approx_kl = token mean of rho - 1 - log rho")
+    check(m["approx_kl"], sum(vals) / 7, "grpo_loss", "dapo metric approx_kl = token mean of rho - 1 - log rho")
 
 
 def test_dual_clip_caps_negative_advantage_loss():
