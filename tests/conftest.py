@@ -55,3 +55,10 @@ def toy_dir(tmp_path_factory):
         os.environ.pop("ETR_CACHE")
     else:
         os.environ["ETR_CACHE"] = previous
+
+
+def pytest_configure(config):
+    """Grader mode (ETR_MODULE=student_etr.py, see the README's "Teaching with this code"): one line per failure,
+    the one naming the equation, instead of tracebacks through the student's code."""
+    if os.environ.get("ETR_MODULE") and config.option.tbstyle == "auto":
+        config.option.tbstyle = "line"

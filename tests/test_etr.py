@@ -1,15 +1,97 @@
-"""Tests of etr.py: hand-computed values, analytic gradients, invariances."""
+"""Tests of etr.py: hand-computed values, analytic gradients, invariances.
+
+They also grade any module with etr.py's API (a student's hand-in, see tests/make_assignment.py):
+
+    ETR_MODULE=path/to/student_etr.py python -m pytest -q tests/test_etr.py
+
+Every check names the row of the README's "Losses: equation <-> code" table that it grades, so a failure is
+one line: the function, its equation, what was compared, expected against got (conftest.py shows one line
+per failure in this grader mode).
+"""
 import ast
+import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import etr
 
+def load_etr():
+    """etr.py, or the module at $ETR_MODULE (grader mode): one line and exit 2 if it cannot be imported."""
+    path = os.environ.get("ETR_MODULE")
+    if not path:
+        import etr
+        return etr
+    if not Path(path).is_file():
+        pytest.exit(f"ETR_MODULE={path}: no such file; point it at a copy of etr.py", returncode=2)
+    spec = importlib.util.spec_from_file_location("etr_graded", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["etr_graded"] = module  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a student's syntax or import error: one line, not a traceback
+        pytest.exit(f"ETR_MODULE={path} does not import: {type(e).__name__}: {e}", returncode=2)
+    return module
+
+
+etr = load_etr()
 ALGOS = list(etr.ALGOS)
+
+# The README's "Losses: equation <-> code" rows, by the function that implements them.
+ROWS = {
+    "group_advantages": "A_i = (r_i - mean_q) / (sigma_q + eps), sigma_q the population std",
+    "importance_ratio": "rho_t = exp(log pi_theta - log pi_old), log-ratio clamped to +-20",
+    "clipped_surrogate": "l_t = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A)",
+    "gppo_surrogate": "GPPO: d l_t / d log pi = -F A, F = the bound where PPO clips, else rho",
+    "dual_clip": "dual-clip: for A < 0, l_t <= -c A",
+    "etr_bounds": "eps_i = clamp(eps m_i M_q, eps_min, eps_max), m_i = 1 + alpha min(|A_i|, a_max), "
+                  "M_q = (1 - beta) + beta sigma_q^2 / sigma_max^2",
+    "erc_keep_mask": "keep token iff 1 - beta_low < (H_theta + 1e-8) / (H_old + 1e-8) < 1 + beta_high",
+    "kl_k3": "D_KL = pi_ref / pi_theta - log(pi_ref / pi_theta) - 1 (k3)",
+    "aggregate": "token-mean sum l / N_tok; seq-mean (1/N_seq) sum_i (1/|o_i|) sum_t l; "
+                 "drgrpo sum l / (N_seq max_len); N of the whole mini-batch",
+    "grpo_loss": "GRPO / DAPO / Dr. GRPO = clipped_surrogate, then aggregate",
+    "gppo_loss": "GPPO = gppo_surrogate, then aggregate",
+    "etr_loss": "ETR = clipped_surrogate with the etr_bounds of each sample, then aggregate",
+    "erc_dapo_loss": "ERC-DAPO = clipped_surrogate, no gradient where erc_keep_mask is False, then aggregate",
+    "erc_gppo_loss": "ERC-GPPO = gppo_surrogate, no gradient where erc_keep_mask is False, then aggregate",
+    "make_config": "--algo name -> function and its settings",
+}
+
+
+def fmt(t):
+    """A number, a bool or a small tensor on one line, 5 significant digits."""
+    if t.dim():
+        return "[" + ", ".join(fmt(row) for row in t) + "]"
+    return str(bool(t)) if t.dtype == torch.bool else f"{t.item():.5g}"
+
+
+def check(got, expected, fn, what, *, atol=1e-6, rtol=1e-5, exact=False):
+    """Fail with one line: fn's README row, what was compared, expected against got (the first difference
+    of a large tensor). exact: bit for bit."""
+    __tracebackhide__ = True  # the failure points at the test's line, not at this helper
+    got, expected = torch.as_tensor(got).detach().cpu(), torch.as_tensor(expected).detach().cpu()
+    if got.shape != expected.shape:
+        bad = f"expected shape {list(expected.shape)}, got {list(got.shape)}"
+    else:
+        g, e = got.double(), expected.double()
+        ok = (g == e) if exact else torch.isclose(g, e, rtol=rtol, atol=atol)
+        if ok.all():
+            return
+        if g.numel() <= 8:
+            bad = f"expected {fmt(expected)}, got {fmt(got)}"
+        else:
+            at = tuple((~ok).nonzero()[0].tolist())
+            bad = (f"at {list(at)} expected {fmt(expected[at])}, got {fmt(got[at])} "
+                   f"({int((~ok).sum())} of {g.numel()} differ)")
+    raise AssertionError(f"{fn} (README: {ROWS[fn]}): {what}: {bad}")
+
+
+def loss_name(algo):
+    return etr.ALGOS[algo].__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,20 +139,23 @@ def seq_mean(rows):
     return sum(sum(r) / len(r) for r in rows) / len(rows)
 
 
-@pytest.mark.parametrize("algo, expected", [
-    ("grpo", seq_mean(L_GRPO)),                 # (-3.7/4 + 3.3/3) / 2
-    ("dapo", token_mean(L_DAPO)),               # -0.48 / 7
-    ("gppo", token_mean(L_GRPO)),               # GPPO has PPO's forward value
-    ("drgrpo", sum(map(sum, L_GRPO)) / (2 * 16)),  # max_len = 16 below; A unchanged (given)
+EXPECTED_LOSS = {
+    "grpo": seq_mean(L_GRPO),                   # (-3.7/4 + 3.3/3) / 2
+    "dapo": token_mean(L_DAPO),                 # -0.48 / 7
+    "gppo": token_mean(L_GRPO),                 # GPPO has PPO's forward value
+    "drgrpo": sum(map(sum, L_GRPO)) / (2 * 16),  # max_len = 16 below; A unchanged (given)
     # ETR, sigma = 0.5 (M = 1), |A| = 1 (m = 1.5): eps = 0.3 on both sides for both responses
-    ("etr", ((-0.5 - 1.0 - 1.3 - 1.0) / 4 + (0.7 + 1.0 + 1.5) / 3) / 2),
-    ("erc-dapo", token_mean(L_DAPO)),           # equal entropies: nothing dropped
-    ("erc-gppo", token_mean(L_GRPO)),           # dual-clip c = 10 does not bind at rho <= 1.5
-])
-def test_forward_values_by_hand(algo, expected):
+    "etr": ((-0.5 - 1.0 - 1.3 - 1.0) / 4 + (0.7 + 1.0 + 1.5) / 3) / 2,
+    "erc-dapo": token_mean(L_DAPO),             # equal entropies: nothing dropped
+    "erc-gppo": token_mean(L_GRPO),             # dual-clip c = 10 does not bind at rho <= 1.5
+}
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_forward_values_by_hand(algo):
     loss, _, metrics = run(algo, *fixed_batch(), max_len=16)
-    assert loss == pytest.approx(expected, abs=1e-6)
-    assert metrics["ratio_max"] == pytest.approx(1.5, rel=1e-6)  # the padded 7.0 is ignored
+    check(loss, EXPECTED_LOSS[algo], loss_name(algo), f"{algo} loss of the fixed batch (rho 0.5 / 1 / 1.5, A = +-1, lengths 4 and 3)")
+    check(metrics["ratio_max"], 1.5, loss_name(algo), f"{algo} metric ratio_max (the padded rho = 7 must not count)")
 
 
 def analytic_grad(algo, eps_low, eps_high, n):
@@ -106,19 +191,20 @@ def test_gradients_match_analytic(algo):
     else:
         n = [2 * 16, 2 * 16]
     expected = analytic_grad(algo, cfg.eps_low, cfg.eps_high, n)
-    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+    check(grad, expected, loss_name(algo), f"{algo} d loss / d log pi [2, 4] of the fixed batch (-F A / N per token)",
+          rtol=1e-5, atol=1e-7)
 
 
 def test_clip_fractions_per_side():
     _, _, m = run("grpo", *fixed_batch())
     # one clipped-high token (A > 0, rho 1.5) and one clipped-low token (A < 0, rho 0.5) out of 7
-    assert m["clip_frac_high"] == pytest.approx(1 / 7)
-    assert m["clip_frac_low"] == pytest.approx(1 / 7)
+    check(m["clip_frac_high"], 1 / 7, "clipped_surrogate", "grpo clip_frac_high (A > 0 above 1 + eps_high)")
+    check(m["clip_frac_low"], 1 / 7, "clipped_surrogate", "grpo clip_frac_low (A < 0 below 1 - eps_low)")
     _, _, m = run("dapo", *fixed_batch())
-    assert m["clip_frac_high"] == pytest.approx(1 / 7)  # 1.5 > 1.28 still clipped
+    check(m["clip_frac_high"], 1 / 7, "clipped_surrogate", "dapo clip_frac_high (1.5 > 1.28 still clipped)")
     # approx KL(old || new) = mean of rho - 1 - log rho over valid tokens
     vals = [r - 1 - math.log(r) for row, mrow in zip(RATIOS, MASK) for r, k in zip(row, mrow) if k]
-    assert m["approx_kl"] == pytest.approx(sum(vals) / 7, rel=1e-5)
+    check(m["approx_kl"], sum(vals) / 7, "grpo_loss", "dapo metric approx_kl = token mean of rho - 1 - log rho")
 
 
 def test_dual_clip_caps_negative_advantage_loss():
@@ -128,12 +214,13 @@ def test_dual_clip_caps_negative_advantage_loss():
     loss, grad, m = run("grpo", logp, old_logp, adv, mask, dual_clip=3.0, loss_agg="token-mean")
     # rho 2 -> 2 (inside the cap, gradient rho*|A|/N); rho 4 -> capped at c|A| = 3, no gradient;
     # rho 0.5 -> clipped low at 0.8, no gradient
-    assert loss == pytest.approx((2.0 + 3.0 + 0.8) / 3)
-    torch.testing.assert_close(grad, torch.tensor([[2.0 / 3, 0.0, 0.0]]))
-    assert m["clip_frac_high"] == pytest.approx(1 / 3)  # the capped token
+    what = "A = -1, rho 2 / 4 / 0.5, c = 3"
+    check(loss, (2.0 + 3.0 + 0.8) / 3, "dual_clip", f"token-mean loss, {what}")
+    check(grad, [[2.0 / 3, 0.0, 0.0]], "dual_clip", f"d loss / d log pi, {what}")
+    check(m["clip_frac_high"], 1 / 3, "dual_clip", f"clip_frac_high counts the capped token, {what}")
     # positive advantages are never capped
     loss, grad, _ = run("grpo", logp, old_logp, -adv, mask, dual_clip=3.0, loss_agg="token-mean")
-    assert loss == pytest.approx(-(1.2 + 1.2 + 0.5) / 3)
+    check(loss, -(1.2 + 1.2 + 0.5) / 3, "dual_clip", "token-mean loss, A = +1 (never capped), rho 2 / 4 / 0.5, c = 3")
 
 
 def test_kl_penalty_k3_value_and_gradient():
@@ -143,11 +230,12 @@ def test_kl_penalty_k3_value_and_gradient():
     loss, m = etr.grpo_loss(logp, logp.detach(), torch.zeros(1), torch.ones(1, 2), cfg, ref_logp=ref)
     # A = 0: only the KL term. D = r - log r - 1 with r = ref/pi: r = 0.5 -> 0.5 + log 2 - 1; r = 1 -> 0
     d = 0.5 + math.log(2) - 1
-    assert loss.item() == pytest.approx(0.1 * d / 2, rel=1e-6)
-    assert m["kl"].item() == pytest.approx(d / 2, rel=1e-6)
+    what = "pi_theta 0.5 / 0.25, pi_ref 0.25 / 0.25, A = 0, beta 0.1, token-mean"
+    check(loss, 0.1 * d / 2, "kl_k3", f"loss = beta * mean D_KL, {what}")
+    check(m["kl"], d / 2, "kl_k3", f"metric kl, {what}")
     (grad,) = torch.autograd.grad(loss, logp)
     # dD/dlogp = -r + 1
-    torch.testing.assert_close(grad, torch.tensor([[0.1 * (1 - 0.5) / 2, 0.0]]))
+    check(grad, [[0.1 * (1 - 0.5) / 2, 0.0]], "kl_k3", f"d loss / d log pi = beta (1 - pi_ref/pi_theta) / N, {what}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,17 +245,19 @@ def test_group_advantages_by_hand():
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
     adv, std = etr.group_advantages(rewards, 4, eps=0.0)
     s = math.sqrt(0.25 * 0.75)  # population std of {1, 0, 0, 0}
-    torch.testing.assert_close(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / s)
-    assert torch.equal(adv[4:], torch.zeros(4))          # zero variance -> exactly 0, no NaN
-    torch.testing.assert_close(std, torch.tensor([s] * 4 + [0.0] * 4))
+    fn, groups = "group_advantages", "rewards {1, 0, 0, 0}, {1, 1, 1, 1}"
+    check(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / s, fn, f"A of group {{1, 0, 0, 0}} (std over G, not G - 1)")
+    check(adv[4:], torch.zeros(4), fn, "A of a group with equal rewards (exactly 0, never NaN)", exact=True)
+    check(std, [s] * 4 + [0.0] * 4, fn, f"group_std, {groups}")
     adv, _ = etr.group_advantages(rewards, 4, std_mode="none")
-    torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0]))
+    check(adv, [0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0], fn, f"A with std_mode='none' (Dr. GRPO), {groups}")
     adv, _ = etr.group_advantages(rewards, 4, std_mode="batch", eps=0.0)
     batch_std = math.sqrt(5 / 8 * 3 / 8)
-    torch.testing.assert_close(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / batch_std)
+    check(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / batch_std, fn, f"A with std_mode='batch', {groups}")
     # a non-0/1 constant group also gives exactly 0 (mean of 0.7s is not exactly 0.7 in fp32)
     adv, std = etr.group_advantages(torch.full((3,), 0.7), 3)
-    assert torch.equal(adv, torch.zeros(3)) and torch.equal(std, torch.zeros(3))
+    check(adv, torch.zeros(3), fn, "A of the group {0.7, 0.7, 0.7} (exactly 0)", exact=True)
+    check(std, torch.zeros(3), fn, "group_std of the group {0.7, 0.7, 0.7} (exactly 0)", exact=True)
     with pytest.raises(ValueError, match="multiple of group_size"):
         etr.group_advantages(torch.ones(5), 4)
 
@@ -182,8 +272,9 @@ def test_etr_forward_by_hand():
     eps_low, eps_high = etr.etr_bounds(adv, std, cfg)
     M = 0.5 + 0.5 * (3 / 16) / 0.25
     expected = [0.2 * (1 + 0.5 * math.sqrt(3)) * M] + [0.2 * (1 + 0.5 / math.sqrt(3)) * M] * 3
-    torch.testing.assert_close(eps_low, torch.tensor(expected))
-    torch.testing.assert_close(eps_high, torch.tensor(expected))
+    what = "group {1, 0, 0, 0}, alpha 0.5, beta 0.5"
+    check(eps_low, expected, "etr_bounds", f"eps_low_i, {what}")
+    check(eps_high, expected, "etr_bounds", f"eps_high_i, {what}")
     # the success token at rho = 1.3 is inside its widened region (eps = 0.327) -> l = -1.3 * A;
     # a failure token at rho = 0.75 is below 1 - 0.2255 -> clipped to 0.7745
     old_logp = torch.zeros(4, 1)
@@ -191,9 +282,10 @@ def test_etr_forward_by_hand():
     loss, grad, m = run("etr", logp, old_logp, adv, torch.ones(4, 1), group_std=std)
     a_s, a_f = math.sqrt(3), -1 / math.sqrt(3)
     per_seq = [-1.3 * a_s, -(1 - expected[1]) * a_f, -a_f, -a_f]
-    assert loss == pytest.approx(sum(per_seq) / 4, rel=1e-5)
-    torch.testing.assert_close(grad, torch.tensor([[-1.3 * a_s / 4], [0.0], [-a_f / 4], [-a_f / 4]]))
-    assert m["etr_eps_low_mean"] == pytest.approx(sum(expected) / 4, rel=1e-6)
+    what += ", rho 1.3 / 0.75 / 1 / 1"
+    check(loss, sum(per_seq) / 4, "etr_loss", f"loss, {what}")
+    check(grad, [[-1.3 * a_s / 4], [0.0], [-a_f / 4], [-a_f / 4]], "etr_loss", f"d loss / d log pi, {what}")
+    check(m["etr_eps_low_mean"], sum(expected) / 4, "etr_loss", f"metric etr_eps_low_mean, {what}", rtol=1e-6)
 
 
 def test_etr_with_alpha_beta_zero_is_exactly_grpo():
@@ -207,9 +299,11 @@ def test_etr_with_alpha_beta_zero_is_exactly_grpo():
         loss_g, grad_g, m_g = run("grpo", logp, old_logp, adv, mask, loss_agg=agg, max_len=T)
         loss_e, grad_e, m_e = run("etr", logp, old_logp, adv, mask, group_std=std, loss_agg=agg, max_len=T,
                                   etr_alpha=0.0, etr_beta=0.0)
-        assert loss_g == loss_e
-        assert torch.equal(grad_g, grad_e)
-        assert {k: m_e[k] for k in m_g} == m_g
+        what = f"alpha = beta = 0 must be GRPO bit for bit ({agg})"
+        check(loss_e, loss_g, "etr_loss", f"loss, {what}", exact=True)
+        check(grad_e, grad_g, "etr_loss", f"d loss / d log pi, {what}", exact=True)
+        for k in m_g:
+            check(m_e[k], m_g[k], "etr_loss", f"metric {k}, {what}", exact=True)
 
 
 def test_etr_bounds_monotone_in_abs_adv_and_clamped():
@@ -217,14 +311,21 @@ def test_etr_bounds_monotone_in_abs_adv_and_clamped():
     adv = torch.linspace(-6, 6, 241)
     eps_low, eps_high = etr.etr_bounds(adv, torch.full_like(adv, 0.5), cfg)
     order = adv.abs().argsort()
-    assert (eps_low[order].diff() >= 0).all() and (eps_high[order].diff() >= 0).all()
-    assert eps_low[order][-1] > eps_low[order][0]  # it really widens
+    shrinks = int((eps_low[order].diff() < 0).sum() + (eps_high[order].diff() < 0).sum())
+    check(shrinks, 0, "etr_bounds", "number of places where eps shrinks as |A| grows (-6 .. 6)")
+    check(eps_low[order][-1] > eps_low[order][0], True, "etr_bounds", "eps at |A| = 6 wider than at A = 0")
+    # micro elasticity stops at a_max: |A| = 6 widens no more than |A| = a_max = 3 (eps_max out of the way)
+    roomy = etr.make_config("etr", etr_eps_max=10.0)
+    lo, _ = etr.etr_bounds(torch.tensor([3.0, -6.0]), torch.full((2,), 0.5), roomy)
+    check(lo[1], lo[0], "etr_bounds", "eps_low at |A| = 6 must equal eps_low at |A| = a_max = 3")
     # clamps: huge alpha hits eps_max, beta = 1 with zero variance hits eps_min
     wide = etr.make_config("etr", etr_alpha=100.0, etr_a_max=100.0)
-    assert etr.etr_bounds(adv, torch.full_like(adv, 0.5), wide)[1].max().item() == pytest.approx(wide.etr_eps_max)
+    check(etr.etr_bounds(adv, torch.full_like(adv, 0.5), wide)[1].max(), wide.etr_eps_max, "etr_bounds",
+          "largest eps_high with alpha = 100 (clamped to eps_max)")
     narrow = etr.make_config("etr", etr_beta=1.0)
     lo, hi = etr.etr_bounds(torch.zeros(3), torch.zeros(3), narrow)
-    assert torch.allclose(lo, torch.full((3,), narrow.etr_eps_min)) and torch.allclose(hi, lo)
+    check(lo, [narrow.etr_eps_min] * 3, "etr_bounds", "eps_low with beta = 1, sigma = 0 (clamped to eps_min)")
+    check(hi, [narrow.etr_eps_min] * 3, "etr_bounds", "eps_high with beta = 1, sigma = 0 (clamped to eps_min)")
 
 
 def test_etr_macro_term_peaks_at_half_pass_rate_and_is_symmetric():
@@ -235,9 +336,11 @@ def test_etr_macro_term_peaks_at_half_pass_rate_and_is_symmetric():
         rewards = torch.tensor([1.0] * k + [0.0] * (G - k))
         _, std = etr.group_advantages(rewards, G)
         M.append(etr.etr_bounds(torch.zeros(1), std[:1], cfg)[1].item())
-    assert max(M) == M[G // 2] and all(M[k] < M[G // 2] for k in range(G + 1) if k != G // 2)
-    assert all(M[k] == pytest.approx(M[G - k]) for k in range(G + 1))
-    assert M[G // 2] == pytest.approx(0.2)  # sigma^2 = 1/4 = sigma_max^2 -> M = 1
+    # hand values: sigma^2 = k (G - k) / G^2, eps = 0.2 (0.5 + 0.5 sigma^2 / (1/4))
+    expected = [0.2 * (0.5 + 0.5 * (k * (G - k) / G ** 2) / 0.25) for k in range(G + 1)]
+    check(M, expected, "etr_bounds", "eps_high for k = 0 .. 8 successes of 8 (alpha 0, beta 0.5)")
+    check(M.index(max(M)), G // 2, "etr_bounds", "k at which eps_high peaks (half pass rate)")
+    check(M, M[::-1], "etr_bounds", "eps_high for k successes against G - k successes (symmetric)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,25 +357,28 @@ def test_erc_masks_out_of_band_tokens_strictly(algo):
     keep = torch.tensor([[False, False, True, True, True, False]])
     loss, grad, m = run(algo, logp, old_logp, adv, mask, entropy=entropy, old_entropy=old_entropy,
                         erc_beta_low=0.5, erc_beta_high=0.5)
-    assert torch.equal(grad != 0, keep)                    # no gradient out of the band
+    what = f"{algo}, H_theta / H_old = 0.4 / 0.5 / 0.51 / 1 / 1.49 / 1.5, beta 0.5"
+    check(etr.erc_keep_mask(entropy, old_entropy, 0.5, 0.5), keep, "erc_keep_mask", f"keep mask, {what}", exact=True)
+    check(grad != 0, keep, loss_name(algo), f"tokens with a gradient, {what}", exact=True)
     ratio = logp.detach().exp()
-    torch.testing.assert_close(grad[keep], -ratio[keep] / 6)  # kept: PPO's -rho A / N, N counts all 6
-    assert loss == pytest.approx((-ratio).mean().item(), rel=1e-6)  # dropped tokens keep their value
-    assert m["erc_masked_frac"] == pytest.approx(3 / 6)
+    check(grad[keep], -ratio[keep] / 6, loss_name(algo), f"gradient of kept tokens (-rho A / N, N counts all 6), {what}")
+    check(loss, (-ratio).mean(), loss_name(algo), f"loss (dropped tokens keep their value), {what}", rtol=1e-6)
+    check(m["erc_masked_frac"], 3 / 6, loss_name(algo), f"metric erc_masked_frac, {what}")
 
 
 def test_erc_equal_entropies_mask_nothing_and_ignores_sign_of_adv():
     torch.manual_seed(1)
     ent = torch.rand(4, 5) * 3
     keep = etr.erc_keep_mask(ent, ent.clone(), 0.05, 0.05)
-    assert keep.all()
+    check(keep.sum(), 20, "erc_keep_mask", "kept tokens of 20 with equal entropies")
     keep = etr.erc_keep_mask(ent * 1.2, ent, 0.05, 0.05)
-    assert not keep.any()
+    check(keep.sum(), 0, "erc_keep_mask", "kept tokens of 20 with H_theta = 1.2 H_old, beta 0.05")
     old_logp = torch.zeros(2, 1)
     logp = torch.zeros(2, 1, requires_grad=True)
     _, grad, _ = run("erc-dapo", logp, old_logp, torch.tensor([1.0, -1.0]), torch.ones(2, 1),
                      entropy=torch.full((2, 1), 2.0), old_entropy=torch.ones(2, 1))
-    assert torch.equal(grad, torch.zeros(2, 1))  # dropped for either sign of A
+    check(grad, torch.zeros(2, 1), "erc_dapo_loss", "gradient of tokens with H_theta = 2 H_old, A = +1 and -1 "
+          "(dropped for either sign)", exact=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,10 +427,11 @@ def test_accumulation_equals_full_batch(algo, agg):
             total += loss.item()
             for name, v in m.items():
                 summed[name] = max(summed.get(name, v), v) if name.endswith("_max") else summed.get(name, 0) + v
-        assert total == pytest.approx(full_loss.item(), abs=1e-6)
-        torch.testing.assert_close(logp.grad, full_logp.grad, atol=1e-6, rtol=0)
+        what = f"{algo}, {agg}: sum over {k} micro-batches against the whole batch"
+        check(total, full_loss, "aggregate", f"loss, {what}", atol=1e-6, rtol=0)
+        check(logp.grad, full_logp.grad, "aggregate", f"d loss / d log pi [7, 9], {what}", atol=1e-6, rtol=0)
         for name, v in full_m.items():
-            assert summed[name].item() == pytest.approx(v.item(), abs=1e-6), name
+            check(summed[name], v, "aggregate", f"metric {name}, {what}", atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,15 +439,23 @@ def test_accumulation_equals_full_batch(algo, agg):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algo", ALGOS)
 def test_extreme_log_ratios_stay_finite(algo):
-    old_logp = torch.zeros(4, 2)
-    logp = torch.tensor([[50.0, -50.0]] * 4, requires_grad=True)
+    """Log-ratios of +-100 (a token pi_old found all but impossible, and the reverse): exp(100) overflows
+    fp32 (max ~3.4e38 = e^88.7), so only the +-20 clamps of importance_ratio and kl_k3 keep loss, gradient
+    and metrics finite."""
+    old_logp = torch.tensor([[-100.0, 0.0]] * 4)
+    logp = torch.tensor([[0.0, -100.0]] * 4, requires_grad=True)     # rho = e^100 and e^-100
+    ref_logp = torch.zeros(4, 2)                                      # pi_ref / pi_theta = 1 and e^100
     adv = torch.tensor([2.0, -2.0, 1.0, -1.0])
     for dual in [None, 10.0]:
         loss, grad, m = run(algo, logp, old_logp, adv, torch.ones(4, 2), group_std=torch.full((4,), 0.5),
-                            dual_clip=dual, max_len=4, kl_coef=0.1, ref_logp=torch.full((4, 2), -3.0), entropy=torch.full((4, 2), 1e-12),
-                            old_entropy=torch.full((4, 2), 5.0))
-        assert math.isfinite(loss) and torch.isfinite(grad).all()
-        assert all(math.isfinite(v) for v in m.values())
+                            dual_clip=dual, max_len=4, kl_coef=0.1, ref_logp=ref_logp,
+                            entropy=torch.full((4, 2), 1e-12), old_entropy=torch.full((4, 2), 5.0))
+        what = f"{algo}, dual-clip {dual}, log-ratios +-100 to pi_old and to pi_ref"
+        check(math.isfinite(loss), True, "importance_ratio", f"loss is finite, {what}")
+        check(torch.isfinite(grad).all(), True, "importance_ratio", f"d loss / d log pi is finite, {what}")
+        for name, value in m.items():
+            check(math.isfinite(value), True, "kl_k3" if name == "kl" else "importance_ratio",
+                  f"metric {name} is finite, {what}")
 
 
 def test_unknown_algo_and_setting_are_clear_errors():
@@ -378,9 +493,10 @@ def test_ratio_exactly_on_a_clip_bound_keeps_the_whole_gradient():
     eps = torch.tensor([[0.0], [0.0], [0.25], [0.25]])  # [B, 1] exactly representable bounds
     loss, low, high = etr.clipped_surrogate(ratio, adv, eps, eps)
     loss.sum().backward()
-    assert not (low | high).any()
-    torch.testing.assert_close(ratio.grad, -adv, atol=0, rtol=0)
-    torch.testing.assert_close(loss.detach(), -ratio.detach() * adv, atol=0, rtol=0)
+    what = "rho exactly on a bound (1 + 0, 1 - 0, 1.25, 0.75), A 1.5 / -2 / 0.5 / -1"
+    check(low | high, torch.zeros(4, 1, dtype=torch.bool), "clipped_surrogate", f"clip masks, {what}", exact=True)
+    check(ratio.grad, -adv, "clipped_surrogate", f"d l / d rho (the whole -A, not half of it), {what}", exact=True)
+    check(loss, -ratio.detach() * adv, "clipped_surrogate", f"l, {what}", exact=True)
 
 
 def test_etr_py_imports_only_torch_and_stdlib():
