@@ -98,11 +98,19 @@ def _tiny(monkeypatch):
 
 def test_pretraining_stops_at_the_first_check_that_reaches_the_target(monkeypatch):
     model, tokenizer = _tiny(monkeypatch)
-    # checks: before step 1 (0.0), every 10th step while below target/2 = 0.25 (step 10: 0.3), then every 2nd
+    monkeypatch.setattr(toy, "CHECK_BELOW_LOSS", float("inf"))  # check every CHECK_EVERY = 2 steps from the start
     criterion, calls = _scripted_criterion([0.0, 0.3, 0.45, 0.55, 0.9])
     report = toy._pretrain(model, tokenizer, seed=0, target=0.5, max_steps=50, criterion=criterion)
-    assert report["steps"] == 14 and report["stopped_by"] == "target"
+    assert report["steps"] == 6 and report["stopped_by"] == "target"  # checks: before step 1, after 2, 4, 6
     assert report["sampled_accuracy"] == 0.55 and len(calls) == 4
+
+
+def test_pretraining_checks_only_once_the_training_loss_is_low(monkeypatch):
+    model, tokenizer = _tiny(monkeypatch)
+    monkeypatch.setattr(toy, "CHECK_BELOW_LOSS", 0.0)  # an untrained model's loss is ~4.6: never below 0
+    criterion, calls = _scripted_criterion([0.0, 0.9])
+    report = toy._pretrain(model, tokenizer, seed=0, target=0.5, max_steps=6, criterion=criterion)
+    assert report["steps"] == 6 and len(calls) == 2  # before step 1, and at the cap (0.9: "target" there)
 
 
 def test_pretraining_stops_at_the_cap_when_the_target_is_never_reached(monkeypatch):
