@@ -7,9 +7,11 @@ One step of the loop below, in the order the code runs it:
 
     1. take prompts_per_step problems                 a fixed shuffle of --data per pass, from --seed
     2. sample G = group_size completions of each       rollout.generate
-    3. reward each completion, 1 = verified correct    reward.math_reward
+    3. reward each completion, 1 = verified correct    reward.math_reward via overlong_rewards (cut at the limit:
+                                                       no answer; --overlong penalty: DAPO's soft punishment)
     4. group-relative advantages and group std         etr.group_advantages
-    5. (optional) drop groups whose rewards are equal  DAPO's dynamic sampling, here without re-sampling
+    5. leave rows out of the loss: cut completions     DAPO's overlong filtering (--overlong filter, the default)
+       and (optional) groups whose rewards are equal   DAPO's dynamic sampling, here without re-sampling
     6. log pi_ref; log pi_old and its entropy, no grad rollout.score; pi_old of the first update's rows
                                                        comes from that update's own forward (no update yet)
     7. for each epoch, for each of --mini-batches mini-batches: one AdamW update, its gradient accumulated
@@ -129,6 +131,13 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, help="generation budget " + per_model("max_new_tokens"))
     p.add_argument("--kl-coef", type=float, default=0.0,
                    help="KL penalty to the initial model (k3); 0 = no reference model loaded (default: 0.0)")
+    p.add_argument("--overlong", default="filter", choices=["none", "filter", "penalty"],
+                   help="completions cut at --max-new-tokens (DAPO Sec. 3.4): 'filter' leaves them out of the loss,\n"
+                        "'penalty' adds DAPO's soft overlong punishment to the reward; with either, a cut completion\n"
+                        "has no final answer (reward 0); 'none' rewards whatever it holds (default: filter)")
+    p.add_argument("--overlong-buffer", type=int,
+                   help="penalty: L_cache, the last tokens before --max-new-tokens over which the penalty falls\n"
+                        "linearly from 0 to -1 (default: max-new-tokens // 5, DAPO's 4,096 of 20,480)")
     p.add_argument("--dynamic-sampling", action="store_true",
                    help="drop groups whose rewards are all equal (DAPO; no re-sampling here) (default: off)")
     for field, (kind, text) in LOSS_FLAGS.items():
@@ -174,6 +183,11 @@ def resolve_args(args):
     if batch % args.mini_batches:
         raise rollout.UserError(f"prompts-per-step x group-size = {batch} sequences do not split into "
                                 f"{args.mini_batches} equal mini-batches: change --mini-batches or --prompts-per-step")
+    if args.overlong_buffer is None:
+        args.overlong_buffer = max(1, args.max_new_tokens // 5)
+    if not 1 <= args.overlong_buffer <= args.max_new_tokens:
+        raise rollout.UserError(f"--overlong-buffer {args.overlong_buffer} must be between 1 and --max-new-tokens "
+                                f"{args.max_new_tokens}")
     mini_batch = batch // args.mini_batches
     if user_set_micro_batch and not 1 <= args.micro_batch_size <= mini_batch:
         raise rollout.UserError(f"--micro-batch-size {args.micro_batch_size} must be between 1 and the mini-batch "
@@ -185,8 +199,10 @@ def resolve_args(args):
 def loss_config(args):
     """etr.LossConfig: the algorithm's defaults, the flags the user set, and what the loop itself fixes."""
     overrides = {field: getattr(args, field) for field in LOSS_FLAGS}
+    reward_min = -1.0 if args.overlong == "penalty" else 0.0  # ETR's sigma_max^2 needs the reward's true range
     try:
-        return etr.make_config(args.algo, max_len=args.max_new_tokens, kl_coef=args.kl_coef, **overrides)
+        return etr.make_config(args.algo, max_len=args.max_new_tokens, kl_coef=args.kl_coef, reward_min=reward_min,
+                               **overrides)
     except (TypeError, ValueError) as e:
         raise rollout.UserError(f"bad loss setting ({e}); fix the flag") from None
 
@@ -237,6 +253,24 @@ def load_data(args):
             raise rollout.UserError(f"--eval-data {args.eval_data} has no problems outside the training data: "
                                     f"pass another --eval-data or --eval-every 0")
     return problems, eval_problems
+
+
+def overlong_rewards(texts, golds, lengths, truncated, overlong: str, max_new_tokens: int, buffer: int):
+    """Step 3 -> (reward [N]: 1 = the final answer is verified correct, penalty [N]: DAPO's soft overlong punishment).
+
+    What counts as the final answer: the last \\boxed{} (reward.extract_answer) of a completion that ended by itself
+    with EOS. A completion cut at max_new_tokens has none under "filter" and "penalty" -- reward 0 whatever boxes it
+    holds: the answer it was still writing is unknown, and a box written before the cut is what a base model
+    that writes on past its answer (or the toy padding `\\boxed{3}}}}}...` to the limit) would otherwise be paid
+    for. "none" reads the cut text as it is (the behaviour before --overlong, for comparison).
+    """
+    correct = torch.tensor([0.0 if was_cut and overlong != "none" else reward.math_reward(text, gold)
+                            for text, gold, was_cut in zip(texts, golds, truncated.tolist())])  # [N]
+    if overlong != "penalty":
+        return correct, torch.zeros_like(correct)
+    # DAPO Sec. 3.4, R_length(y): 0 up to L_max - L_cache tokens, then linear down to -1 at L_max (= max_new_tokens)
+    penalty = ((max_new_tokens - buffer - lengths.float()) / buffer).clamp(-1.0, 0.0)  # [N]
+    return correct, penalty
 
 
 def select(batch: dict, idx) -> dict:
@@ -471,30 +505,42 @@ def run(args) -> dict:
         gen_seconds = time.perf_counter() - t0
 
         # 3. rewards: 1 if the final \boxed{} answer is equivalent to the reference, else 0
+        #    (+ DAPO's soft overlong penalty with --overlong penalty; a completion cut at the limit has no answer)
         golds = [p["answer"] for p in step_problems for _ in range(G)]
-        rewards = torch.tensor([reward.math_reward(text, gold) for text, gold in zip(batch["texts"], golds)])  # [N]
+        lengths = batch["completion_mask"].sum(1)  # [N] completion tokens incl. EOS
+        correct, penalty = overlong_rewards(batch["texts"], golds, lengths, batch["truncated"], args.overlong,
+                                            args.max_new_tokens, args.overlong_buffer)  # [N], [N]
+        rewards = correct + penalty  # [N]
 
         # 4. group-relative advantages; group_std = sigma_q of each sample's group (ETR's macro elasticity)
         adv, group_std = etr.group_advantages(rewards, G, cfg.adv_std)  # [N], [N]
-        lengths = batch["completion_mask"].sum(1)  # [N] completion tokens incl. EOS
-        record = {"step": step, "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
+        record = {"step": step, "reward_mean": correct.mean().item(), "reward_std": correct.std(unbiased=False).item(),
                   "frac_zero_std_groups": (group_std.view(-1, G)[:, 0] == 0).float().mean().item(),
                   "response_len_mean": lengths.float().mean().item(),
-                  "truncated_frac": batch["truncated"].float().mean().item()}
+                  "truncated_frac": batch["truncated"].float().mean().item(),
+                  "overlong_penalty_mean": penalty.mean().item()}
         for i in range(0, min(SAMPLES_PER_STEP * G, len(golds)), G):
             samples_file.write(json.dumps({"step": step, "id": step_problems[i // G]["id"],
                                            "problem": step_problems[i // G]["problem"], "completion": batch["texts"][i],
                                            "answer": golds[i], "reward": rewards[i].item()}) + "\n")
         batch.update(adv=adv, group_std=group_std)
 
-        # 5. dynamic sampling (DAPO): a group whose rewards are all equal has A = 0 everywhere and only dilutes
-        #    the token mean. DAPO re-samples until the batch is full; here the batch just gets smaller.
+        # 5. rows left out of the loss (their rewards did count in their group's mean and std above):
+        #    dynamic sampling (DAPO Sec. 3.2): a group whose rewards are all equal has A = 0 everywhere and only
+        #    dilutes the token mean; DAPO re-samples until the batch is full, here the batch just gets smaller.
+        #    overlong filtering (DAPO Sec. 3.4): a completion cut at --max-new-tokens gets no gradient.
+        keep = torch.ones(len(rewards), dtype=torch.bool)  # [N]
         if args.dynamic_sampling:
-            batch = select(batch, (group_std > 0).nonzero().squeeze(1))
+            keep &= group_std > 0
+        if args.overlong == "filter":
+            keep &= ~batch["truncated"]
+        if not keep.all():
+            batch = select(batch, keep.nonzero().squeeze(1))
 
         t1 = time.perf_counter()
         if batch["completion_ids"].shape[0] == 0:
-            tqdm.write(f"step {step}: every group has equal rewards, nothing to learn from: update skipped")
+            tqdm.write(f"step {step}: no completion left to learn from (--dynamic-sampling dropped groups of equal "
+                       f"rewards, --overlong filter dropped cut completions): update skipped")
             train = {}
         else:
             # 6. log-probs of the reference policy, without grad (those of pi_old: in train_step)
