@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 import etr
 import eval  # our eval.py (the benchmark harness); Python's builtin eval() is never used here
+import memory
 import reward
 import rollout
 import toy
@@ -119,7 +120,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=1, help="passes over each rollout batch (default: 1)")
     p.add_argument("--micro-batch-size", type=int,
                    help="sequences per forward/backward; accumulation is exact " + per_model("micro_batch_size"))
-    p.add_argument("--gen-batch-size", type=int, default=128, help="sequences generated at once (default: 128)")
+    p.add_argument("--gen-batch-size", type=int,
+                   help="sequences per generate call (default: all of the step's in one call when their KV cache\n"
+                        "fits the GPU's spare memory, else the fewest calls that fit: memory.gen_batch_size)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate " + per_model("lr"))
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                    help="after warm-up: constant, or cosine decay to 0 at --steps (default: constant)")
@@ -154,6 +157,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the data order and of torch's RNG (default: 0)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in backward: less memory, ~30%% slower (default: off)")
+    p.add_argument("--estimate-memory", action="store_true",
+                   help="print the estimated peak GPU memory of this run from the model's config and exit;\n"
+                        "loads no weights (a directory with config.json alone will do)")
     return p.parse_args(argv)
 
 
@@ -171,7 +177,7 @@ def resolve_args(args):
                                 f"completions of the same prompt")
     for name in ("steps", "prompts_per_step", "mini_batches", "epochs", "gen_batch_size", "max_new_tokens",
                  "keep_last"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise rollout.UserError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     for name in ("warmup_steps", "eval_every", "save_every", "kl_coef", "weight_decay"):
         if getattr(args, name) < 0:
@@ -212,6 +218,13 @@ def loss_config(args):
 def autocast(device):
     """bf16 autocast on CUDA (the weights stay fp32, see the docstring); nothing on CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def memory_estimate(config, args) -> dict:
+    """memory.estimate for these settings; generation counted as one call of the whole step (the default when it fits)."""
+    return memory.estimate(config, micro_batch_size=args.micro_batch_size, max_new_tokens=args.max_new_tokens,
+                           gen_rows=args.gen_batch_size or args.prompts_per_step * args.group_size,
+                           gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef)
 
 
 def lr_at(step: int, args) -> float:
@@ -442,6 +455,9 @@ def jsonable(x):
 def run(args) -> dict:
     args = resolve_args(args)
     cfg = loss_config(args)
+    if args.estimate_memory:  # from config.json alone: no weights, no run directory
+        print(memory.report(memory_estimate(memory.load_config(args.model), args)))
+        return {}
     out = Path(args.out)
     resume_from = start_run(args, out)
     torch.set_flush_denormal(True)  # on CPU, denormal floats in small Adam moments slow every matmul ~10x
@@ -458,6 +474,10 @@ def run(args) -> dict:
     if args.kl_coef > 0:  # the reference policy is the initial model, frozen
         ref_model, _ = rollout.load_model(args.model)
         ref_model.eval().requires_grad_(False)
+    available = memory.available_bytes(device)  # None off CUDA
+    if available is not None:  # the estimate beside the GPU's memory; stop now, not at the first OOM
+        print(memory.report(memory_estimate(model.config, args), available))
+        memory.check(model.config, args, available)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
 
     metrics_path, samples_path = out / "metrics.jsonl", out / "samples.jsonl"
@@ -499,9 +519,12 @@ def run(args) -> dict:
         # 2. G completions of each prompt (rows i*G .. i*G+G-1 belong to prompt i)
         t0 = time.perf_counter()
         model.eval()
+        prompt_tokens = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+        gen_batch_size = args.gen_batch_size or memory.gen_batch_size(model, len(prompts) * G, prompt_tokens,
+                                                                      args.max_new_tokens)
         with autocast(device):
             batch = rollout.generate(model, tokenizer, prompts, G, temperature=args.temperature, top_p=args.top_p,
-                                     max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size)
+                                     max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size)
         gen_seconds = time.perf_counter() - t0
 
         # 3. rewards: 1 if the final \boxed{} answer is equivalent to the reference, else 0
@@ -564,7 +587,7 @@ def run(args) -> dict:
             model.eval()
             with autocast(device):
                 summary = eval.evaluate(model, tokenizer, eval_problems, n=1, temperature=0.0,
-                                        max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size,
+                                        max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size,
                                         template=args.template)
             record.update({f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         metrics_file.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")

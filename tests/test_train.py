@@ -2,6 +2,7 @@
 one-line errors. A tiny random model (conftest's tiny_model_dir) keeps them fast; its reward is a deterministic
 function of the completion text (parity_reward), so groups have reward variance from step 1."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import etr
+import memory
 import rollout
 import toy
 import train
@@ -318,6 +320,34 @@ def test_overlong_modes_in_the_loop(overlong, tiny_model_dir, data_file, tmp_pat
         assert len(adv) == 8 and reward_min == -1 and record["overlong_penalty_mean"] < -0.5
         assert (adv[truncated] < 0).all() and (adv[~truncated] > 0).all()
     assert reward_min == (-1 if overlong == "penalty" else 0)
+
+
+# --------------------------------------------------------------------------------------------- memory (memory.py)
+
+def test_estimate_memory_needs_only_config_json(tiny_model_dir, tmp_path, capsys):
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    out = tmp_path / "run"
+    train.main(["--model", str(config_only), "--estimate-memory", "--out", str(out), "--micro-batch-size", "2"])
+    printed = capsys.readouterr().out
+    est = memory.estimate(memory.load_config(str(config_only)), micro_batch_size=2, max_new_tokens=1024,
+                          gen_rows=64 * 8, gradient_checkpointing=False, kl_coef=0.0)
+    assert re.search(rf"peak in training +{est['train'] / 2**30:.2f} GiB", printed) and "512 rows" in printed
+    assert not out.exists()  # nothing written, no weights read
+
+
+def test_run_stops_before_the_first_step_when_memory_cannot_fit(tiny_model_dir, data_file, tmp_path, capsys,
+                                                                 monkeypatch):
+    """The CUDA path with a mocked figure: the GPU has 1 MiB for the run."""
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**20)
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tiny_model_dir, data_file, tmp_path))
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and "GPU memory this run can use" in captured.out
+    err = captured.err.strip().splitlines()[-1]  # (above it: transformers' loading progress bar)
+    assert err.startswith("error: ") and "smaller model" in err
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 # --------------------------------------------------------------------------------------------- bad input
