@@ -133,8 +133,8 @@ def load_config(name: str):
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise rollout.UserError(f"cannot read the config of {path!r} ({reason}): pass a hub id, an alias or a "
-                                f"directory holding config.json to --model") from e
+        raise rollout.UserError(f"cannot read the config of {path!r} ({reason}): pass a directory holding "
+                                f"config.json to --model, or a hub id or alias with a connection to the Hub") from e
 
 
 def available_bytes(device) -> int | None:

@@ -296,6 +296,7 @@ def test_overlong_modes_in_the_loop(overlong, tiny_model_dir, data_file, tmp_pat
     real_generate, seen = rollout.generate, []
 
     def generate(*a, **k):
+        assert k["batch_size"] == 8  # --gen-batch-size unset, on CPU: the whole step in one call
         batch = real_generate(*a, **k)
         batch["truncated"] = torch.arange(len(batch["texts"])) % 2 == 1  # [N]
         return batch
@@ -359,6 +360,7 @@ def test_run_stops_before_the_first_step_when_memory_cannot_fit(tiny_model_dir, 
     (["--resume"], "drop --resume"),
     (["--overlong-buffer", "0"], "--overlong-buffer"),
     (["--overlong-buffer", "7"], "--max-new-tokens 6"),
+    (["--estimate-memory", "--model", "/nonexistent/model"], "config.json"),
 ])
 def test_bad_input_is_one_line(extra, words, tiny_model_dir, data_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
