@@ -4,7 +4,7 @@
 
 The README's memory table as code. The run it describes is train.py's on CUDA: fp32 weights, gradients and
 AdamW state, forward passes under bf16 autocast. Per part, in bytes (P parameters; h hidden, i MLP width,
-L layers, kv = KV heads x head dim, V vocabulary; S = PROMPT_TOKENS + max_new_tokens tokens per sequence):
+L layers, kv = KV heads x head dim, V vocabulary; S = p + max_new_tokens tokens per sequence, p = PROMPT_TOKENS):
 
     weights, gradients        4P + 4P        fp32 master weights (train.py's docstring says why)
     AdamW moments             8P             fp32 m and v
@@ -18,7 +18,7 @@ L layers, kv = KV heads x head dim, V vocabulary; S = PROMPT_TOKENS + max_new_to
     KV cache (generation)     n S L kv 4     bf16 keys and values (rollout.kv_cache), n rows per generate call
     sampling buffers          n V 26         per row and step: bf16 logits 2, their fp32 copy 4, temperature 4,
                                              softmax 4, top-p sort 4 + int64 indices 8
-    prefill                   n P (6i + 12h) the prompt's pass: bf16 MLP gate/up/product, fp32 residual and norm
+    prefill                   n p (6i + 12h) the prompt's pass: bf16 MLP gate/up/product, fp32 residual and norm
     CUDA context, slack       1.5 GiB
 
 Training peak = weights + gradients + AdamW + copies + reference + activations + lm_head chunk + slack.
@@ -38,7 +38,9 @@ SLACK = int(1.5 * GiB)  # CUDA context, cuBLAS workspaces, allocator fragmentati
 # Bytes saved for backward per token and layer of a Qwen2/Qwen3 decoder layer under bf16 autocast with the fp32
 # residual stream: ACT_H * hidden + ACT_KV * (KV heads x head dim) + ACT_I * MLP width. Fitted to the saved tensors
 # of forward passes under CPU bf16 autocast (torch.autograd.graph.saved_tensors_hooks, 1- vs 2-layer models at two
-# sequence lengths, four shapes: within 4%); e.g. the MLP keeps its bf16 input twice, gate, up, silu(gate), product.
+# sequence lengths, four shapes: within 0.3%; tests/test_memory.py); e.g. the MLP keeps its bf16 input twice, gate,
+# up, silu(gate) and their product. Assumed the same on CUDA, whose SDPA kernels save the same q, k, v, output and
+# logsumexp (not measured: no GPU).
 ACT_H, ACT_KV, ACT_I = 30, 4, 8
 LM_HEAD_BYTES = 16  # per logit of a chunk, see the table above
 SAMPLING_BYTES = 26  # per vocabulary entry and row of one sampling step
