@@ -7,9 +7,11 @@ One step of the loop below, in the order the code runs it:
 
     1. take prompts_per_step problems                 a fixed shuffle of --data per pass, from --seed
     2. sample G = group_size completions of each       rollout.generate
-    3. reward each completion, 1 = verified correct    reward.math_reward
+    3. reward each completion, 1 = verified correct    reward.math_reward via overlong_rewards (cut at the limit:
+                                                       no answer; --overlong penalty: DAPO's soft punishment)
     4. group-relative advantages and group std         etr.group_advantages
-    5. (optional) drop groups whose rewards are equal  DAPO's dynamic sampling, here without re-sampling
+    5. leave rows out of the loss: cut completions     DAPO's overlong filtering (--overlong filter, the default)
+       and (optional) groups whose rewards are equal   DAPO's dynamic sampling, here without re-sampling
     6. log pi_ref; log pi_old and its entropy, no grad rollout.score; pi_old of the first update's rows
                                                        comes from that update's own forward (no update yet)
     7. for each epoch, for each of --mini-batches mini-batches: one AdamW update, its gradient accumulated
@@ -49,6 +51,7 @@ from tqdm import tqdm
 
 import etr
 import eval  # our eval.py (the benchmark harness); Python's builtin eval() is never used here
+import memory
 import reward
 import rollout
 import toy
@@ -117,7 +120,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=1, help="passes over each rollout batch (default: 1)")
     p.add_argument("--micro-batch-size", type=int,
                    help="sequences per forward/backward; accumulation is exact " + per_model("micro_batch_size"))
-    p.add_argument("--gen-batch-size", type=int, default=128, help="sequences generated at once (default: 128)")
+    p.add_argument("--gen-batch-size", type=int,
+                   help="sequences per generate call (default: all of the step's in one call when their KV cache\n"
+                        "fits the GPU's spare memory, else the fewest calls that fit: memory.gen_batch_size)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate " + per_model("lr"))
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                    help="after warm-up: constant, or cosine decay to 0 at --steps (default: constant)")
@@ -129,6 +134,13 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, help="generation budget " + per_model("max_new_tokens"))
     p.add_argument("--kl-coef", type=float, default=0.0,
                    help="KL penalty to the initial model (k3); 0 = no reference model loaded (default: 0.0)")
+    p.add_argument("--overlong", default="filter", choices=["none", "filter", "penalty"],
+                   help="completions cut at --max-new-tokens (DAPO Sec. 3.4): 'filter' leaves them out of the loss,\n"
+                        "'penalty' adds DAPO's soft overlong punishment to the reward; with either, a cut completion\n"
+                        "has no final answer (reward 0); 'none' rewards whatever it holds (default: filter)")
+    p.add_argument("--overlong-buffer", type=int,
+                   help="penalty: L_cache, the last tokens before --max-new-tokens over which the penalty falls\n"
+                        "linearly from 0 to -1 (default: max-new-tokens // 5, DAPO's 4,096 of 20,480)")
     p.add_argument("--dynamic-sampling", action="store_true",
                    help="drop groups whose rewards are all equal (DAPO; no re-sampling here) (default: off)")
     for field, (kind, text) in LOSS_FLAGS.items():
@@ -145,6 +157,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the data order and of torch's RNG (default: 0)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in backward: less memory, ~30%% slower (default: off)")
+    p.add_argument("--estimate-memory", action="store_true",
+                   help="print the estimated peak GPU memory of this run from the model's config and exit;\n"
+                        "loads no weights (a directory with config.json alone will do)")
     return p.parse_args(argv)
 
 
@@ -162,7 +177,7 @@ def resolve_args(args):
                                 f"completions of the same prompt")
     for name in ("steps", "prompts_per_step", "mini_batches", "epochs", "gen_batch_size", "max_new_tokens",
                  "keep_last"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise rollout.UserError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     for name in ("warmup_steps", "eval_every", "save_every", "kl_coef", "weight_decay"):
         if getattr(args, name) < 0:
@@ -174,6 +189,11 @@ def resolve_args(args):
     if batch % args.mini_batches:
         raise rollout.UserError(f"prompts-per-step x group-size = {batch} sequences do not split into "
                                 f"{args.mini_batches} equal mini-batches: change --mini-batches or --prompts-per-step")
+    if args.overlong_buffer is None:
+        args.overlong_buffer = max(1, args.max_new_tokens // 5)
+    if not 1 <= args.overlong_buffer <= args.max_new_tokens:
+        raise rollout.UserError(f"--overlong-buffer {args.overlong_buffer} must be between 1 and --max-new-tokens "
+                                f"{args.max_new_tokens}")
     mini_batch = batch // args.mini_batches
     if user_set_micro_batch and not 1 <= args.micro_batch_size <= mini_batch:
         raise rollout.UserError(f"--micro-batch-size {args.micro_batch_size} must be between 1 and the mini-batch "
@@ -185,8 +205,10 @@ def resolve_args(args):
 def loss_config(args):
     """etr.LossConfig: the algorithm's defaults, the flags the user set, and what the loop itself fixes."""
     overrides = {field: getattr(args, field) for field in LOSS_FLAGS}
+    reward_min = -1.0 if args.overlong == "penalty" else 0.0  # ETR's sigma_max^2 needs the reward's true range
     try:
-        return etr.make_config(args.algo, max_len=args.max_new_tokens, kl_coef=args.kl_coef, **overrides)
+        return etr.make_config(args.algo, max_len=args.max_new_tokens, kl_coef=args.kl_coef, reward_min=reward_min,
+                               **overrides)
     except (TypeError, ValueError) as e:
         raise rollout.UserError(f"bad loss setting ({e}); fix the flag") from None
 
@@ -196,6 +218,13 @@ def loss_config(args):
 def autocast(device):
     """bf16 autocast on CUDA (the weights stay fp32, see the docstring); nothing on CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def memory_estimate(config, args) -> dict:
+    """memory.estimate for these settings; generation counted as one call of the whole step (the default when it fits)."""
+    return memory.estimate(config, micro_batch_size=args.micro_batch_size, max_new_tokens=args.max_new_tokens,
+                           gen_rows=args.gen_batch_size or args.prompts_per_step * args.group_size,
+                           gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef)
 
 
 def lr_at(step: int, args) -> float:
@@ -237,6 +266,24 @@ def load_data(args):
             raise rollout.UserError(f"--eval-data {args.eval_data} has no problems outside the training data: "
                                     f"pass another --eval-data or --eval-every 0")
     return problems, eval_problems
+
+
+def overlong_rewards(texts, golds, lengths, truncated, overlong: str, max_new_tokens: int, buffer: int):
+    """Step 3 -> (reward [N]: 1 = the final answer is verified correct, penalty [N]: DAPO's soft overlong punishment).
+
+    What counts as the final answer: the last \\boxed{} (reward.extract_answer) of a completion that ended by itself
+    with EOS. A completion cut at max_new_tokens has none under "filter" and "penalty" -- reward 0 whatever boxes it
+    holds: the answer it was still writing is unknown, and a box written before the cut is what a base model
+    that writes on past its answer (or the toy padding `\\boxed{3}}}}}...` to the limit) would otherwise be paid
+    for. "none" reads the cut text as it is (the behaviour before --overlong, for comparison).
+    """
+    correct = torch.tensor([0.0 if was_cut and overlong != "none" else reward.math_reward(text, gold)
+                            for text, gold, was_cut in zip(texts, golds, truncated.tolist())])  # [N]
+    if overlong != "penalty":
+        return correct, torch.zeros_like(correct)
+    # DAPO Sec. 3.4, R_length(y): 0 up to L_max - L_cache tokens, then linear down to -1 at L_max (= max_new_tokens)
+    penalty = ((max_new_tokens - buffer - lengths.float()) / buffer).clamp(-1.0, 0.0)  # [N]
+    return correct, penalty
 
 
 def select(batch: dict, idx) -> dict:
@@ -408,6 +455,9 @@ def jsonable(x):
 def run(args) -> dict:
     args = resolve_args(args)
     cfg = loss_config(args)
+    if args.estimate_memory:  # from config.json alone: no weights, no run directory
+        print(memory.report(memory_estimate(memory.load_config(args.model), args)))
+        return {}
     out = Path(args.out)
     resume_from = start_run(args, out)
     torch.set_flush_denormal(True)  # on CPU, denormal floats in small Adam moments slow every matmul ~10x
@@ -424,6 +474,10 @@ def run(args) -> dict:
     if args.kl_coef > 0:  # the reference policy is the initial model, frozen
         ref_model, _ = rollout.load_model(args.model)
         ref_model.eval().requires_grad_(False)
+    available = memory.available_bytes(device)  # None off CUDA
+    if available is not None:  # the estimate beside the GPU's memory; stop now, not at the first OOM
+        print(memory.report(memory_estimate(model.config, args), available))
+        memory.check(model.config, args, available)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
 
     metrics_path, samples_path = out / "metrics.jsonl", out / "samples.jsonl"
@@ -465,36 +519,51 @@ def run(args) -> dict:
         # 2. G completions of each prompt (rows i*G .. i*G+G-1 belong to prompt i)
         t0 = time.perf_counter()
         model.eval()
+        prompt_tokens = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+        gen_batch_size = args.gen_batch_size or memory.gen_batch_size(model, len(prompts) * G, prompt_tokens,
+                                                                      args.max_new_tokens)
         with autocast(device):
             batch = rollout.generate(model, tokenizer, prompts, G, temperature=args.temperature, top_p=args.top_p,
-                                     max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size)
+                                     max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size)
         gen_seconds = time.perf_counter() - t0
 
         # 3. rewards: 1 if the final \boxed{} answer is equivalent to the reference, else 0
+        #    (+ DAPO's soft overlong penalty with --overlong penalty; a completion cut at the limit has no answer)
         golds = [p["answer"] for p in step_problems for _ in range(G)]
-        rewards = torch.tensor([reward.math_reward(text, gold) for text, gold in zip(batch["texts"], golds)])  # [N]
+        lengths = batch["completion_mask"].sum(1)  # [N] completion tokens incl. EOS
+        correct, penalty = overlong_rewards(batch["texts"], golds, lengths, batch["truncated"], args.overlong,
+                                            args.max_new_tokens, args.overlong_buffer)  # [N], [N]
+        rewards = correct + penalty  # [N]
 
         # 4. group-relative advantages; group_std = sigma_q of each sample's group (ETR's macro elasticity)
         adv, group_std = etr.group_advantages(rewards, G, cfg.adv_std)  # [N], [N]
-        lengths = batch["completion_mask"].sum(1)  # [N] completion tokens incl. EOS
-        record = {"step": step, "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
+        record = {"step": step, "reward_mean": correct.mean().item(), "reward_std": correct.std(unbiased=False).item(),
                   "frac_zero_std_groups": (group_std.view(-1, G)[:, 0] == 0).float().mean().item(),
                   "response_len_mean": lengths.float().mean().item(),
-                  "truncated_frac": batch["truncated"].float().mean().item()}
+                  "truncated_frac": batch["truncated"].float().mean().item(),
+                  "overlong_penalty_mean": penalty.mean().item()}
         for i in range(0, min(SAMPLES_PER_STEP * G, len(golds)), G):
             samples_file.write(json.dumps({"step": step, "id": step_problems[i // G]["id"],
                                            "problem": step_problems[i // G]["problem"], "completion": batch["texts"][i],
                                            "answer": golds[i], "reward": rewards[i].item()}) + "\n")
         batch.update(adv=adv, group_std=group_std)
 
-        # 5. dynamic sampling (DAPO): a group whose rewards are all equal has A = 0 everywhere and only dilutes
-        #    the token mean. DAPO re-samples until the batch is full; here the batch just gets smaller.
+        # 5. rows left out of the loss (their rewards did count in their group's mean and std above):
+        #    dynamic sampling (DAPO Sec. 3.2): a group whose rewards are all equal has A = 0 everywhere and only
+        #    dilutes the token mean; DAPO re-samples until the batch is full, here the batch just gets smaller.
+        #    overlong filtering (DAPO Sec. 3.4): a completion cut at --max-new-tokens gets no gradient.
+        keep = torch.ones(len(rewards), dtype=torch.bool)  # [N]
         if args.dynamic_sampling:
-            batch = select(batch, (group_std > 0).nonzero().squeeze(1))
+            keep &= group_std > 0
+        if args.overlong == "filter":
+            keep &= ~batch["truncated"]
+        if not keep.all():
+            batch = select(batch, keep.nonzero().squeeze(1))
 
         t1 = time.perf_counter()
         if batch["completion_ids"].shape[0] == 0:
-            tqdm.write(f"step {step}: every group has equal rewards, nothing to learn from: update skipped")
+            tqdm.write(f"step {step}: no completion left to learn from (--dynamic-sampling dropped groups of equal "
+                       f"rewards, --overlong filter dropped cut completions): update skipped")
             train = {}
         else:
             # 6. log-probs of the reference policy, without grad (those of pi_old: in train_step)
@@ -518,7 +587,7 @@ def run(args) -> dict:
             model.eval()
             with autocast(device):
                 summary = eval.evaluate(model, tokenizer, eval_problems, n=1, temperature=0.0,
-                                        max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size,
+                                        max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size,
                                         template=args.template)
             record.update({f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         metrics_file.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")

@@ -141,6 +141,26 @@ def test_generation_is_deterministic_under_a_seed(tiny):
     assert not torch.equal(runs[0]["completion_ids"], other["completion_ids"])
 
 
+def test_kv_cache_stores_bf16_keys_under_autocast_with_identical_logits(tiny):
+    """Under bf16 autocast HF's cache keeps RoPE's fp32 keys beside bf16 values; rollout.kv_cache stores the keys in
+    bf16. Attention casts them to bf16 anyway, so every logit generate sees is bit-identical, and the cache is 1/3 smaller."""
+    model, tokenizer = tiny
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    outs = []
+    for cache in ({}, rollout.kv_cache(model)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(model.generate(**enc, max_new_tokens=6, do_sample=False, output_logits=True, **cache,
+                                       return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id))
+    (hf, ours), caches = outs, [dict(o.items()).get("cache", dict(o.items()).get("past_key_values")) for o in outs]
+    assert all(torch.equal(a, b) for a, b in zip(hf.logits, ours.logits)) and torch.equal(hf.sequences, ours.sequences)
+    hf_layer, our_layer = caches[0].layers[0], caches[1].layers[0]
+    assert (hf_layer.keys.dtype, hf_layer.values.dtype) == (torch.float32, torch.bfloat16)  # what the fix is for
+    assert (our_layer.keys.dtype, our_layer.values.dtype) == (torch.bfloat16, torch.bfloat16)
+    assert torch.equal(our_layer.keys, hf_layer.keys.bfloat16())
+    nbytes = [sum(t.nbytes for layer in c.layers for t in (layer.keys, layer.values)) for c in caches]
+    assert nbytes[1] * 3 == nbytes[0] * 2
+
+
 def test_greedy_generation_does_not_depend_on_padding(tiny):
     """Alone in its batch a prompt has no padding; beside a longer one it is left-padded. Same greedy tokens."""
     model, tokenizer = tiny

@@ -2,6 +2,7 @@
 one-line errors. A tiny random model (conftest's tiny_model_dir) keeps them fast; its reward is a deterministic
 function of the completion text (parity_reward), so groups have reward variance from step 1."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import etr
+import memory
 import rollout
 import toy
 import train
@@ -36,7 +38,9 @@ def reward_stub(monkeypatch):
 
 
 def argv(tiny_model_dir, data_file, out, *extra):
-    return ["--model", str(tiny_model_dir), "--data", str(data_file), "--out", str(out), "--prompts-per-step", "2",
+    # --overlong none: the untrained tiny model rarely stops within 6 tokens, and the default (filter) would leave
+    # almost no completion to train on; the overlong modes have tests of their own below.
+    return ["--overlong", "none", "--model", str(tiny_model_dir), "--data", str(data_file), "--out", str(out), "--prompts-per-step", "2",
             "--group-size", "4", "--mini-batches", "2", "--max-new-tokens", "6", "--lr", "1e-2",
             "--weight-decay", "0", "--warmup-steps", "0", "--eval-every", "0", "--save-every", "2", "--steps", "2", *extra]
 
@@ -270,6 +274,83 @@ def test_checkpoint_is_atomic_and_pruned(tiny_model_dir, tmp_path, monkeypatch):
     AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoints" / "step_3")  # plain transformers loads it
 
 
+# --------------------------------------------------------------------------------------------- overlong (DAPO 3.4)
+
+def test_overlong_rewards_by_hand():
+    texts = ["6-3=3. \\boxed{3}", "\\boxed{3}}}}}}}}}}", "\\boxed{4}", "\\boxed{3} Problem 2: what is 1+1", "\\boxed{3}"]
+    lengths = torch.tensor([6, 10, 7, 10, 8])  # [N] max_new_tokens = 10, L_cache = 4: the penalty starts after 6
+    truncated = torch.tensor([False, True, False, True, False])  # [N] the two of length 10 were cut
+    args = (texts, ["3"] * 5, lengths, truncated)
+    correct, penalty = train.overlong_rewards(*args, "none", 10, 4)
+    assert correct.tolist() == [1, 1, 0, 1, 1] and penalty.tolist() == [0] * 5  # the padded box is paid
+    correct, penalty = train.overlong_rewards(*args, "filter", 10, 4)
+    assert correct.tolist() == [1, 0, 0, 0, 1] and penalty.tolist() == [0] * 5  # cut: no final answer
+    correct, penalty = train.overlong_rewards(*args, "penalty", 10, 4)
+    assert correct.tolist() == [1, 0, 0, 0, 1] and penalty.tolist() == [0, -1, -0.25, -1, -0.5]  # (6 - len) / 4
+
+
+@pytest.mark.parametrize("overlong", ["none", "filter", "penalty"])
+def test_overlong_modes_in_the_loop(overlong, tiny_model_dir, data_file, tmp_path, monkeypatch):
+    """Every completion's box is 'right'; rows 1 and 3 of each group of 4 are marked cut at the limit."""
+    monkeypatch.setattr(train.reward, "math_reward", lambda text, gold: 1.0)
+    real_generate, seen = rollout.generate, []
+
+    def generate(*a, **k):
+        assert k["batch_size"] == 8  # --gen-batch-size unset, on CPU: the whole step in one call
+        batch = real_generate(*a, **k)
+        batch["truncated"] = torch.arange(len(batch["texts"])) % 2 == 1  # [N]
+        return batch
+
+    def train_step(model, optimizer, batch, cfg, **k):
+        seen.append((batch["truncated"].clone(), batch["adv"].clone(), cfg.reward_min))
+        return {"skipped_updates": 0}
+
+    monkeypatch.setattr(train.rollout, "generate", generate)
+    monkeypatch.setattr(train, "train_step", train_step)
+    train.main(argv(tiny_model_dir, data_file, tmp_path, "--steps", "1", "--overlong", overlong,
+                    "--overlong-buffer", "6"))
+    (truncated, adv, reward_min), = seen
+    record, = read_metrics(tmp_path)
+    assert record["truncated_frac"] == 0.5
+    if overlong == "none":  # every reward is 1: no signal at all
+        assert len(adv) == 8 and (adv == 0).all() and record["reward_mean"] == 1
+    if overlong == "filter":  # rewards 1, 0, 1, 0 per group (a cut completion has no answer); the cut rows get no loss
+        assert len(adv) == 4 and not truncated.any() and torch.allclose(adv, torch.ones(4), atol=1e-5)
+        assert record["reward_mean"] == 0.5 and record["overlong_penalty_mean"] == 0
+    if overlong == "penalty":  # buffer = max_new_tokens: penalty = -len / 6, -1 for the cut rows; reward in [-1, 1]
+        assert len(adv) == 8 and reward_min == -1 and record["overlong_penalty_mean"] < -0.5
+        assert (adv[truncated] < 0).all() and (adv[~truncated] > 0).all()
+    assert reward_min == (-1 if overlong == "penalty" else 0)
+
+
+# --------------------------------------------------------------------------------------------- memory (memory.py)
+
+def test_estimate_memory_needs_only_config_json(tiny_model_dir, tmp_path, capsys):
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    out = tmp_path / "run"
+    train.main(["--model", str(config_only), "--estimate-memory", "--out", str(out), "--micro-batch-size", "2"])
+    printed = capsys.readouterr().out
+    est = memory.estimate(memory.load_config(str(config_only)), micro_batch_size=2, max_new_tokens=1024,
+                          gen_rows=64 * 8, gradient_checkpointing=False, kl_coef=0.0)
+    assert re.search(rf"peak in training +{est['train'] / 2**30:.2f} GiB", printed) and "512 rows" in printed
+    assert not out.exists()  # nothing written, no weights read
+
+
+def test_run_stops_before_the_first_step_when_memory_cannot_fit(tiny_model_dir, data_file, tmp_path, capsys,
+                                                                 monkeypatch):
+    """The CUDA path with a mocked figure: the GPU has 1 MiB for the run."""
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**20)
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tiny_model_dir, data_file, tmp_path))
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and "GPU memory this run can use" in captured.out
+    err = captured.err.strip().splitlines()[-1]  # (above it: transformers' loading progress bar)
+    assert err.startswith("error: ") and "smaller model" in err
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 # --------------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("extra, words", [
@@ -277,6 +358,9 @@ def test_checkpoint_is_atomic_and_pruned(tiny_model_dir, tmp_path, monkeypatch):
     (["--micro-batch-size", "5"], "--micro-batch-size"),
     (["--mini-batches", "3"], "--mini-batches"),
     (["--resume"], "drop --resume"),
+    (["--overlong-buffer", "0"], "--overlong-buffer"),
+    (["--overlong-buffer", "7"], "--max-new-tokens 6"),
+    (["--estimate-memory", "--model", "/nonexistent/model"], "config.json"),
 ])
 def test_bad_input_is_one_line(extra, words, tiny_model_dir, data_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
