@@ -51,10 +51,20 @@ def resolve_model_name(name: str) -> str:
     return by_lower.get(name.lower(), name)
 
 
-def load_model(name: str, device: str | None = None, gradient_checkpointing: bool = False):
-    """Load (model, tokenizer). name: hub id | local directory | alias | "toy"."""
+MIN_TRANSFORMERS = "4.51.0"  # the oldest transformers this code runs with (CI's oldest-versions check); = requirements.txt
+
+
+def load_model(name: str, device: str | None = None, gradient_checkpointing: bool = False, dtype=None):
+    """Load (model, tokenizer). name: hub id | local directory | alias | "toy".
+
+    dtype: of the weights; default bf16 on CUDA, fp32 on CPU (train.py asks for fp32 everywhere, see there)."""
+    import transformers
+    from packaging.version import Version  # comes with transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer  # slow import, only where needed
 
+    if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
+        raise UserError(f"transformers {transformers.__version__} is older than this code supports: "
+                        f"pip install 'transformers>={MIN_TRANSFORMERS}' (or pip install -r requirements.txt)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if name == "toy":
         import toy
@@ -66,20 +76,25 @@ def load_model(name: str, device: str | None = None, gradient_checkpointing: boo
         raise UserError(f"model directory {path!r} does not exist: pass an existing directory, a hub id such as "
                         f"Qwen/Qwen2.5-0.5B, an alias ({', '.join(list(MODEL_ALIASES)[:3])}, ...) or 'toy' to --model")
     path = str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
-    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
+    # from_pretrained's `dtype=` exists from transformers 4.56 on; before, the same argument was `torch_dtype=`
+    # (which 4.56+ still takes, with a deprecation warning).
+    dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
+        model = AutoModelForCausalLM.from_pretrained(path, **{dtype_kwarg: dtype})
+    except Exception as e:  # noqa: BLE001 -- any load failure becomes one line naming the fix (exit 2)
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         if Path(path).is_dir():
-            fix = "pass a directory written by save_pretrained (config.json, weights, tokenizer files)"
+            fix = ("pass a directory written by save_pretrained (config.json, weights, tokenizer files); if it is "
+                   f"one, its model type may be newer than transformers {transformers.__version__}: "
+                   "pip install -U transformers")
         elif os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             fix = "HF_HUB_OFFLINE is set: pass a local directory with --model, or unset HF_HUB_OFFLINE to download it"
         else:
             fix = ("check the hub id (or use an alias such as Qwen2.5-0.5B), pass a local directory with --model, "
                    "or connect to the internet")
-        raise UserError(f"cannot load model {path!r} ({reason}): {fix}") from e
+        raise UserError(f"cannot load model {path!r} ({type(e).__name__}: {reason}): {fix}") from e
 
     if tokenizer.pad_token is None:  # batched generation needs a pad token; it is always masked out
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -196,18 +211,24 @@ def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float
 CHUNK_ROWS = 512  # completion tokens per lm_head chunk: [512, 151936] fp32 logits = 0.3 GB at Qwen's vocabulary
 
 
-def _chunk_logp_entropy(h, tokens, lm_head, temperature: float, with_entropy: bool):
-    """h [M, H] final hidden states, tokens [M] -> log pi(tokens) [M] (differentiable), entropy [M] (detached) or None."""
-    # The sampled distribution is softmax(logits / temperature). In-place ops where autograd allows them: the
-    # linear layer's backward does not need its output, so dividing it in place saves one [M, V] buffer.
-    logits = lm_head(h).float().div_(temperature)  # [M, V]
-    lse = logits.logsumexp(-1)  # [M]
-    logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - lse  # [M]
-    if not with_entropy:  # one softmax pass over [M, V] saved (twice in training: the checkpoint recomputes it)
-        return logp, None
-    with torch.no_grad():  # H = logsumexp(z) - sum_v softmax(z)_v z_v
-        z = logits.detach()
-        entropy = lse.detach() - z.softmax(-1).mul_(z).sum(-1)  # [M]
+def _chunk_logp_entropy(h, tokens, weight, bias, temperature: float, with_entropy: bool):
+    """h [M, H] final hidden states, tokens [M], lm_head weight [V, H] (bias [V] or None) -> log pi(tokens) [M]
+    (differentiable), entropy [M] (detached) or None. Always in fp32, also under bf16 autocast (see below)."""
+    # fp32 logits even under bf16 autocast: a bf16 logit of 8-32 is rounded to a step of 0.06-0.125, which the
+    # log-softmax passes on to log pi -- ~6 % in the importance ratio, a third of PPO's clip range, and the clip,
+    # ETR's bounds and ERC's mask would partly measure rounding noise. h is fp32 already (the residual stream of
+    # fp32 weights under autocast is fp32); weight.float() is a no-op for fp32 weights, a copy for bf16 ones.
+    # In-place ops where autograd allows them: the linear layer's backward does not need its output, so dividing
+    # it in place by the temperature (softmax(logits / T) is the sampled distribution) saves one [M, V] buffer.
+    with torch.autocast(h.device.type, enabled=False):
+        logits = F.linear(h.float(), weight.float(), None if bias is None else bias.float()).div_(temperature)  # [M, V]
+        lse = logits.logsumexp(-1)  # [M]
+        logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - lse  # [M]
+        if not with_entropy:  # one softmax pass over [M, V] saved (twice in training: the checkpoint recomputes it)
+            return logp, None
+        with torch.no_grad():  # H = logsumexp(z) - sum_v softmax(z)_v z_v
+            z = logits.detach()
+            entropy = lse.detach() - z.softmax(-1).mul_(z).sum(-1)  # [M]
     return logp, entropy
 
 
@@ -242,7 +263,7 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     lm_head = model.get_output_embeddings()
     logps, entropies = [torch.zeros(0, device=device)], [torch.zeros(0, device=device)]
     for i in range(0, h.shape[0], CHUNK_ROWS):
-        args = (h[i:i + CHUNK_ROWS], tokens[i:i + CHUNK_ROWS], lm_head, temperature, with_entropy)
+        args = (h[i:i + CHUNK_ROWS], tokens[i:i + CHUNK_ROWS], lm_head.weight, lm_head.bias, temperature, with_entropy)
         if torch.is_grad_enabled():
             logp, entropy = checkpoint(_chunk_logp_entropy, *args, use_reentrant=False)
         else:

@@ -25,7 +25,9 @@ Design notes
   and the clip -- and with it GRPO's trust region, ETR and ERC -- does nothing at all.
 - Weights are kept in fp32 (on CUDA the forward passes run under bf16 autocast). AdamW on bf16 weights
   loses updates: at lr 1e-6 a step is far below bf16's resolution (8 bits of mantissa) for most weights.
-  The frozen reference model (--kl-coef > 0) stays bf16. Dropout: Qwen2.5 and the toy have none, so the
+  The frozen reference model (--kl-coef > 0) is loaded and run the same way, so that it computes exactly as the
+  policy did before its first update (KL exactly 0 there). The lm_head, log-softmax and entropy run in fp32 even
+  under autocast (rollout._chunk_logp_entropy). Dropout: Qwen2.5 and the toy have none, so the
   scored and the trained log-probs are the same function of the weights.
 - The learning rate is a pure function of the step (nanoGPT's get_lr): linear warm-up, then constant or
   cosine. The step is therefore the scheduler's whole state.
@@ -295,16 +297,18 @@ def select(batch: dict, idx) -> dict:
 # ----------------------------------------------------------------------------------------------- steps 6-7
 
 def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mini_batches: int,
-               micro_batch_size: int, max_grad_norm: float, temperature: float) -> dict:
-    """Steps 6-7: log pi_old, then epochs x mini_batches AdamW updates on one rollout batch.
+               micro_batch_size: int, max_grad_norm: float, temperature: float, ref_model=None) -> dict:
+    """Steps 6-7: log pi_old (and log pi_ref), then epochs x mini_batches AdamW updates on one rollout batch.
 
     batch: a rollout.generate dict plus adv [N], group_std [N] and ref_logp [N, T] (or None). log pi_old and
-    its entropy are computed here and added as old_logp / old_entropy [N, T], unless the batch has them already.
+    its entropy are computed here and added as old_logp / old_entropy [N, T], unless the batch has them already;
+    with a ref_model, ref_logp [N, T] is computed here too (in the same micro-batches as log pi_old).
     Each update's gradient is the sum of its micro-batches' gradients, and each micro-batch loss is normalised
     by the *mini-batch's* counts (num_tokens, num_seqs), so the sum is the gradient of the whole mini-batch's
     loss, whatever micro_batch_size is.
     Returns the metrics averaged over updates (keys ending in _max: max), grad_norm (before clipping), the
-    mean entropy of pi_old and the number of updates skipped because the loss or the gradient was not finite.
+    mean entropy of pi_old, old_logp_diff_max (when pi_old is computed here; see 6.) and the number of updates
+    skipped because the loss or the gradient was not finite.
     """
     loss_fn = etr.ALGOS[algo]
     needs_entropy = algo.startswith("erc")  # only ERC's mask uses the current policy's entropy
@@ -312,27 +316,41 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     device = params[0].device
     N = batch["completion_ids"].shape[0]
     perms = [torch.randperm(N) for _ in range(epochs)]  # [N] each; torch's global RNG, saved in checkpoints
+    fill = perms[0].tensor_split(mini_batches)[0]  # the rows of the first update
+    rest = perms[0][len(fill):]  # [N - len(fill)] the rows of the later updates of the first epoch
+    score = lambda m, rows, **k: rollout.score(m, select(batch, rows), micro_batch_size, temperature, **k)  # noqa: E731
 
     # 6. log pi_old and its entropy, without grad. The rows of the first update need no pass of their own:
     #    until the first optimizer step pi_theta *is* pi_old, so that update's forward gives their pi_old
     #    exactly (rho = 1 there), and the extra forward shrinks to the other (mini_batches - 1) / mini_batches.
-    fill = torch.zeros(0, dtype=torch.long)  # rows whose pi_old the first update fills in
-    if "old_logp" not in batch or "old_entropy" not in batch:
-        fill = perms[0].tensor_split(mini_batches)[0]
-        rest = perms[0][len(fill):]
+    #    The two sources of pi_old must agree (under autocast a grad and a no-grad forward could pick other
+    #    kernels). Checked every step at the cost of one micro-batch: the first micro-batch of the first update
+    #    is also scored without grad, and the largest |difference| is logged as old_logp_diff_max.
+    fill_old = "old_logp" not in batch or "old_entropy" not in batch  # the first update fills in pi_old of `fill`
+    if fill_old:
         batch["old_logp"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
         batch["old_entropy"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
-        if len(rest):
-            with autocast(device):
-                batch["old_logp"][rest], batch["old_entropy"][rest] = rollout.score(
-                    model, select(batch, rest), micro_batch_size, temperature)  # [n, T], [n, T]
+        with autocast(device):
+            if len(rest):
+                batch["old_logp"][rest], batch["old_entropy"][rest] = score(model, rest)  # [n, T], [n, T]
+            probe_logp, _ = score(model, fill[:micro_batch_size], with_entropy=False)  # [m, T]
+    old_logp_diff_max = None
+    # log pi_ref, without grad, in the very micro-batches that give pi_old (rest's, then the first update's):
+    # under bf16 autocast the numbers depend on a micro-batch's padded shape, and only the same shapes make
+    # pi_ref == pi_old exactly before the first update (KL = 0).
+    if ref_model is not None:
+        batch["ref_logp"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
+        with autocast(device):
+            for rows in (rest, fill):
+                if len(rows):
+                    batch["ref_logp"][rows] = score(ref_model, rows, with_entropy=False)[0]  # [n, T]
 
     updates, skipped = [], 0
     for epoch, perm in enumerate(perms):
         for k, mb in enumerate(perm.tensor_split(mini_batches)):  # the rows of one optimizer update
             if len(mb) == 0:
                 continue
-            first = epoch == 0 and k == 0 and len(fill) > 0
+            first = epoch == 0 and k == 0 and fill_old
             mask = batch["completion_mask"][mb]  # [b, T]
             T = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 0  # last used column; past it: padding
             num_tokens, num_seqs = int(mask.sum()), len(mb)
@@ -346,11 +364,13 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
                 if first:  # pi_theta == pi_old before the first update (see 6.)
                     batch["old_logp"][micro, :T] = logp.detach().cpu()
                     batch["old_entropy"][micro, :T] = entropy.cpu()
+                    if old_logp_diff_max is None:  # the first micro-batch: the rows of probe_logp
+                        old_logp_diff_max = (logp.detach().cpu() - probe_logp[:, :T]).abs().max().item()
                 loss, m = loss_fn(logp, cols("old_logp"), batch["adv"][micro].to(device), cols("completion_mask"), cfg,
                                   num_tokens=num_tokens, num_seqs=num_seqs,
                                   group_std=batch["group_std"][micro].to(device), entropy=entropy,
                                   old_entropy=cols("old_entropy"),
-                                  ref_logp=cols("ref_logp") if batch["ref_logp"] is not None else None)
+                                  ref_logp=cols("ref_logp") if batch.get("ref_logp") is not None else None)
                 loss.backward()  # gradients add up over micro-batches
                 for key, value in {"loss": loss.detach(), **m}.items():
                     value = value.detach().float().cpu()
@@ -371,7 +391,8 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
         averaged[key] = max(values) if key.endswith("_max") else sum(values) / len(values)
     mask = batch["completion_mask"]  # [N, T]
     entropy = ((batch["old_entropy"] * mask).sum() / mask.sum()).item()  # mean entropy of pi_old per token
-    return {**averaged, "entropy": entropy, "skipped_updates": skipped}
+    diff = {} if old_logp_diff_max is None else {"old_logp_diff_max": old_logp_diff_max}
+    return {**averaged, "entropy": entropy, **diff, "skipped_updates": skipped}
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -463,16 +484,15 @@ def run(args) -> dict:
     torch.set_flush_denormal(True)  # on CPU, denormal floats in small Adam moments slow every matmul ~10x
     problems, eval_problems = load_data(args)
 
-    model, tokenizer = rollout.load_model(str(resume_from or args.model), gradient_checkpointing=args.gradient_checkpointing)
+    # fp32 weights on every device (see the docstring); on CUDA the forward passes run under bf16 autocast.
+    model, tokenizer = rollout.load_model(str(resume_from or args.model), dtype=torch.float32,
+                                          gradient_checkpointing=args.gradient_checkpointing)
     device = model.device
-    if device.type == "cuda":  # fp32 master weights (see the docstring); load_model gives bf16 on CUDA
-        model.float()
-        if resume_from:  # the checkpoint holds the exact fp32 values: reload them instead of the bf16-rounded ones
-            from transformers import AutoModelForCausalLM
-            model.load_state_dict(AutoModelForCausalLM.from_pretrained(resume_from, dtype=torch.float32).state_dict())
     ref_model = None
-    if args.kl_coef > 0:  # the reference policy is the initial model, frozen
-        ref_model, _ = rollout.load_model(args.model)
+    if args.kl_coef > 0:  # the reference policy is the initial model, frozen. Loaded as the policy is (fp32
+        # weights) and scored under the same autocast, it computes exactly as the policy did before its first
+        # update: KL = 0 there, not the difference between bf16 and fp32 weights (up to 0.09 in log pi, issue 14).
+        ref_model, _ = rollout.load_model(args.model, dtype=torch.float32)
         ref_model.eval().requires_grad_(False)
     available = memory.available_bytes(device)  # None off CUDA
     if available is not None:  # the estimate beside the GPU's memory; stop now, not at the first OOM
@@ -566,17 +586,12 @@ def run(args) -> dict:
                        f"rewards, --overlong filter dropped cut completions): update skipped")
             train = {}
         else:
-            # 6. log-probs of the reference policy, without grad (those of pi_old: in train_step)
-            with autocast(device):
-                batch["ref_logp"] = (rollout.score(ref_model, batch, args.micro_batch_size, args.temperature,
-                                                   with_entropy=False)[0] if ref_model is not None else None)
-
-            # 6-7. log pi_old, then epochs x mini-batches AdamW updates. With a single update per rollout batch
+            # 6-7. log pi_old (and log pi_ref), then epochs x mini-batches AdamW updates. With a single update per rollout batch
             #    rho == 1 and the clip, ETR and ERC would do nothing: that is why several mini-batches are the default.
             model.train(args.gradient_checkpointing)  # HF checkpoints only in train mode; no dropout either way
             train = train_step(model, optimizer, batch, cfg, algo=args.algo, epochs=args.epochs,
                                mini_batches=args.mini_batches, micro_batch_size=args.micro_batch_size,
-                               max_grad_norm=args.max_grad_norm, temperature=args.temperature)
+                               max_grad_norm=args.max_grad_norm, temperature=args.temperature, ref_model=ref_model)
             skipped_total += train.pop("skipped_updates")
         train_seconds = time.perf_counter() - t1
 

@@ -242,3 +242,31 @@ def test_scores_match_the_distribution_generate_sampled_from(tiny):
     gen_logp = logits.log_softmax(-1).gather(-1, out["completion_ids"][..., None]).squeeze(-1) * out["completion_mask"]
     logp, _ = rollout.score(model, out, 4, temperature=0.7)
     torch.testing.assert_close(logp, gen_logp, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("grad", [False, True])  # False: rollout.score (pi_old, pi_ref); True: the training forward
+def test_logprobs_are_fp32_under_bf16_autocast(toy_dir, grad, monkeypatch):
+    """Under bf16 autocast (train.py on CUDA) the lm_head chunk, log-softmax and entropy run in fp32: log pi and the
+    entropy are within 1e-4 of a float64 lm_head + log-softmax on the same hidden states. (With the lm_head in bf16,
+    as autocast runs it, they were 0.078 off on this model: logits of 8-32 rounded to 0.06-0.125.)"""
+    model, tokenizer = rollout.load_model(str(toy_dir), device="cpu")
+    monkeypatch.setattr(rollout, "CHUNK_ROWS", 50)  # several chunks
+    torch.manual_seed(0)
+    prompts = [rollout.build_prompt(p["problem"], tokenizer) for p in toy.toy_problems(4, seed=3)]
+    batch = rollout.generate(model, tokenizer, prompts, 4, max_new_tokens=24)  # [16, T] sampled at temperature 1
+    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)  # [B, P + T]
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)  # [B, P + T]
+    P, keep = batch["prompt_ids"].shape[1], batch["completion_mask"].bool()  # keep: [B, T]
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+        logp, entropy = rollout.completion_logprobs(model, *(batch[k] for k in keys), temperature=0.7)  # [B, T]
+        hidden = model.base_model(input_ids=ids, attention_mask=mask,
+                                  position_ids=(mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state  # [B, P + T, H]
+    assert logp.dtype == entropy.dtype == torch.float32 and logp.requires_grad == grad
+    z = hidden[:, P - 1:-1].detach().double() @ model.lm_head.weight.detach().double().T / 0.7  # [B, T, V]
+    assert z[keep].abs().max() > 8  # logits where bf16 rounds in steps of 0.06 and more
+    logp_all = z.log_softmax(-1)  # [B, T, V]
+    ref_logp = logp_all.gather(-1, batch["completion_ids"][..., None]).squeeze(-1)  # [B, T]
+    ref_entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T]
+    assert (logp.detach().double() - ref_logp)[keep].abs().max() <= 1e-4
+    assert (entropy.double() - ref_entropy)[keep].abs().max() <= 1e-4

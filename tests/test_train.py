@@ -46,8 +46,7 @@ def argv(tiny_model_dir, data_file, out, *extra):
 
 
 def weights(path):
-    from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+    return rollout.load_model(str(path), device="cpu", dtype=torch.float32)[0].state_dict()
 
 
 def read_metrics(out):
@@ -70,7 +69,7 @@ def test_every_algo_trains_and_logs(algo, tiny_model_dir, data_file, tmp_path, r
     assert [r["step"] for r in records] == [1, 2]
     required = {"step", "reward_mean", "reward_std", "frac_zero_std_groups", "entropy", "clip_frac_low",
                 "clip_frac_high", "ratio_max", "response_len_mean", "truncated_frac", "grad_norm", "lr",
-                "gen_seconds", "train_seconds", "tokens_per_second", "skipped_steps"}
+                "gen_seconds", "train_seconds", "tokens_per_second", "skipped_steps", "old_logp_diff_max"}
     required |= {"etr_eps_low_mean", "etr_eps_high_mean", "kl"} if algo == "etr" else set()
     required |= {"erc_masked_frac"} if algo.startswith("erc") else set()
     for r in records:
@@ -195,7 +194,8 @@ def test_pi_old_from_the_first_update_equals_a_separate_pass(algo, epochs, mini_
         results.append((model.state_dict(), metrics, scored[:]))
     (w_pre, m_pre, s_pre), (w_lazy, m_lazy, s_lazy) = results
     N = len(batch["adv"])
-    assert s_pre == [] and sum(s_lazy) == N - len(torch.arange(N).tensor_split(mini_batches)[0])
+    first = len(torch.arange(N).tensor_split(mini_batches)[0])  # rows of the first update
+    assert s_pre == [] and sum(s_lazy) == N - first + min(3, first)  # + one micro-batch: old_logp_diff_max's check
     torch.testing.assert_close(batch["old_logp"], reference[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(batch["old_entropy"], reference[1], atol=1e-6, rtol=0)
     for k in w_pre:
@@ -204,6 +204,49 @@ def test_pi_old_from_the_first_update_equals_a_separate_pass(algo, epochs, mini_
         assert m_pre[k] == pytest.approx(m_lazy[k], rel=1e-4, abs=1e-6), k
     assert m_lazy["entropy"] == pytest.approx(
         ((reference[1] * batch["completion_mask"]).sum() / batch["completion_mask"].sum()).item())
+
+
+def test_old_logp_diff_max_compares_the_two_sources_of_pi_old(tiny_model_dir, monkeypatch):
+    """old_logp_diff_max: the largest |log pi_old| difference between the no-grad pass and the first update's own
+    forward, on the first update's first micro-batch. 0 on CPU (both compute the same numbers); a forward whose
+    grad mode computes otherwise shows up with the size of the difference."""
+    def run():
+        model = tiny_model(tiny_model_dir)
+        batch, cfg = synthetic_batch(model, "grpo")
+        del batch["old_logp"], batch["old_entropy"]
+        torch.manual_seed(0)
+        return train.train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batch, cfg, algo="grpo",
+                                epochs=1, mini_batches=2, micro_batch_size=2, max_grad_norm=1.0,
+                                temperature=1.0)["old_logp_diff_max"]
+
+    assert run() == 0.0
+    logprobs = rollout.completion_logprobs
+
+    def shifted(model, prompt_ids, prompt_mask, completion_ids, completion_mask, **kwargs):
+        """log pi moved by 0.25 on every counted token, in grad mode only."""
+        logp, entropy = logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, **kwargs)
+        return logp + 0.25 * torch.is_grad_enabled() * completion_mask, entropy
+
+    monkeypatch.setattr(rollout, "completion_logprobs", shifted)
+    assert run() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_reference_computes_exactly_as_the_policy_under_bf16_autocast(tiny_model_dir, data_file, tmp_path,
+                                                                      reward_stub, monkeypatch):
+    """--kl-coef > 0 under bf16 autocast (train.py's CUDA numerics, here on CPU): the reference model gives the
+    very log-probs of the policy before its first update, so the k3 KL there is exactly 0. (A bf16 reference
+    next to the fp32 policy differed by up to 0.09 per token on the toy, issue 14.)"""
+    monkeypatch.setattr(train, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    batches = []
+    train_step = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda model, opt, batch, *a, **k: batches.append(batch) or
+                        train_step(model, opt, batch, *a, **k))
+    train.main(argv(tiny_model_dir, data_file, tmp_path, "--algo", "grpo", "--kl-coef", "0.1", "--steps", "1",
+                    "--save-every", "0"))
+    batch = batches[0]
+    mask = batch["completion_mask"].bool()  # [N, T]
+    assert mask.sum() > 10 and batch["old_logp"][mask].abs().min() > 0  # every counted token was scored
+    assert torch.equal(batch["ref_logp"][mask], batch["old_logp"][mask])  # so every k3 term is exactly 0
 
 
 def test_every_masked_in_token_is_scored_even_behind_a_hole(tiny_model_dir, monkeypatch):
