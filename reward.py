@@ -160,7 +160,7 @@ def extract_answer(text):
         rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0]
         rest = re.split(r"\s(?:is|are)\s+", rest)[-1]  # "Final Answer: The largest $n$ is 34." -> "34"
     if rest.startswith("$"):
-        m = re.match(r"\$+([^$]*)\$", rest)
+        m = re.match(r"\$+((?:\\\$|[^$])*)\$", rest)  # \$ inside is a dollar sign: $\$18.90$
         rest = m.group(1) if m else rest.strip("$")
     answer = rest.strip().rstrip(".").strip()
     return answer or None

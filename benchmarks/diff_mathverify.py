@@ -9,7 +9,7 @@ rewrite decides it (None where it does not), wraps each in a completion, and sco
 reward.math_reward in this process, and with Math-Verify's verify(parse(gold), parse(completion)) in a subprocess
 of the venv's python that reads JSON lines (this same file, run with --oracle). It prints the agreement per kind of
 variant and every disagreement; each one was judged by hand and the decided cases are kept, with the reason, in
-tests/test_reward.py (MATH_VERIFY_CASES). Exits 0 with a message when Math-Verify is not installed.
+tests/test_reward.py (MATH_VERIFY_CASES; the script also checks that Math-Verify still answers those as noted). Exits 0 with a message when Math-Verify is not installed.
 """
 import argparse
 import json
@@ -183,8 +183,12 @@ def main():
         return 0
 
     from reward import math_reward
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_reward import MATH_VERIFY_CASES
     golds = load_golds(args.data)
     cases = [(name, gold, *v) for name, gold in golds for v in variants(gold)]
+    # the disagreements kept in the tests, with Math-Verify's verdict as documented there
+    cases += [("tests", gold, "documented", completion, None) for gold, completion, *_ in MATH_VERIFY_CASES]
     proc = subprocess.run([args.mv_python, __file__, "--oracle"], text=True, capture_output=True,
                           input="".join(json.dumps([gold, c]) + "\n" for _, gold, _, c, _ in cases))
     theirs = proc.stdout.split()
@@ -216,6 +220,10 @@ def main():
         total.update(s)
     print(f"{'all':<14} {total['n']:>8} {total['agree']:>7} {total['labelled']:>9} {total['ours right']:>11} "
           f"{total['theirs right']:>10}")
+    n = len(MATH_VERIFY_CASES)
+    stale = [c for t, c in zip(theirs[-n:], MATH_VERIFY_CASES) if (t == "1") != c[3]]
+    print(f"\ntests/test_reward.py MATH_VERIFY_CASES: Math-Verify answers {n - len(stale)} of {n} as noted there"
+          + "".join(f"\n  no longer: {c[:2]}" for c in stale))
     buckets = defaultdict(list)
     for kind, name, gold, completion, expected, o, t in disagreements:
         buckets[kind, o, t, expected].append((name, gold, completion))

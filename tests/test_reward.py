@@ -108,6 +108,7 @@ PAIRS = [
     ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 or x \\ge 7", False), ("(1,3)", "x > 1 and x < 3", False),
     ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("a \\le b \\le c", "c \\ge b \\ge a", True),
     ("a \\le b \\le c", "a \\le b < c", False),
+    ("(1,5)", "1 < 2x < 5", False), ("(-\\infty, 3) \\cup (1, \\infty)", "x > 1 and x < 3", False),
     # labelled answers: a name on the left is dropped, an equation on the left is not
     ("(3,2)", "(p,q) = (3,2)", True), ("(3,2)", "(p, q) = (2, 3)", False), ("(p,q) = (3,2)", "(p,q)=(3.0, 2)", True),
     ("(5,8),(8,5)", "(x, y) = (5, 8) \\text{ and } (8, 5)", True), ("(5,8),(8,5)", "(x, y) = (5, 8) and (8, 5)", True),
@@ -182,6 +183,7 @@ EXTRACTION = [
     ("Final Answer: The largest $n$ is 34.", "34"),
     ("Answer: The smallest value is $\\frac{1}{2}$. I hope", "\\frac{1}{2}"),
     ("Final Answer: $x = 5$", "x = 5"),
+    ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),
 ]
 
 
