@@ -96,7 +96,7 @@ class ParseError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Extraction
+# The interface: extract_answer, is_equiv, math_reward
 # ---------------------------------------------------------------------------------------------------------------
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
@@ -135,6 +135,7 @@ def _box_content(text, m):
 
 
 def extract_answer(text):
+    """The final answer of a completion (rules in the module docstring), or None."""
     if not isinstance(text, str):
         return None
     boxes = list(_BOX.finditer(text))
@@ -143,7 +144,7 @@ def extract_answer(text):
         if not answer:
             return None
         # boxes joined by nothing but ",", ";", "and", "or" are one answer list: \boxed{1} and \boxed{2} -> "1, 2"
-        # (Math-Verify joins up to 6 such boxes); a box after other words is the answer alone
+        # (as Math-Verify does); a last box after other words is the answer alone
         parts, later = [answer], boxes[-1].start()
         for m in reversed(boxes[:-1]):
             content, end = _box_content(text, m)
@@ -164,6 +165,47 @@ def extract_answer(text):
         rest = m.group(1) if m else rest.strip("$")
     answer = rest.strip().rstrip(".").strip()
     return answer or None
+
+
+def is_equiv(pred, gold):
+    """True when pred and gold are the same mathematical answer (rules in the module docstring). Never raises."""
+    deadline = time.monotonic() + TIME_LIMIT
+    try:
+        if pred is None or gold is None:
+            return False
+        pred, gold = str(pred), str(gold)
+        if pred.strip() == gold.strip():
+            return True
+        if len(pred) > MAX_ANSWER_LEN or len(gold) > MAX_ANSWER_LEN:
+            return False
+        kp, is_word_p, wp, vp = _parse(pred)
+        kg, is_word_g, wg, vg = _parse(gold)
+        if kp == kg:  # normalised strings equal
+            return True
+        if is_word_p or is_word_g:
+            return wp == wg
+        if vp is None or vg is None:
+            return False
+        return bool(_equal(vp, vg, deadline))
+    except Exception:  # ParseError, RecursionError, TypeError from odd structures, MemoryError, ...
+        return False
+
+
+def math_reward(completion, gold):
+    """1.0 when the completion's extracted final answer is equivalent to gold, else 0.0. No format bonus."""
+    try:
+        answer = extract_answer(completion)
+        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
+    except Exception:
+        return 0.0
+
+
+# ===============================================================================================================
+# The parser. A reader of the RL loop may skip everything below: the three functions above are the whole
+# interface, and the module docstring states every rule they apply. Below: normalisation (one spelling table),
+# the structure of an answer (lists, tuples, intervals, relations, labels), a whitelist expression parser that
+# builds sympy objects, the time-limited symbolic worker, and the equality of two parsed answers.
+# ===============================================================================================================
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,15 +296,16 @@ def _clean(s):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Structure: cleaned string -> value tree of ("expr", src) | ("eq", lhs, rhs) | ("seq", open, close, [values]) |
-# ("set", [values]) | ("union", [values]) | ("matrix", [[src]]) | ("base", digits, base)
+# ("set", [values]) | ("union", [values]) | ("rel", ops, [values]) | ("matrix", [[src]]) | ("base", digits, base)
 # ---------------------------------------------------------------------------------------------------------------
 
 def _split_top(s, *seps, keep=False):
     """Split s at the separators outside any bracket (\\{ \\} count as brackets); ParseError when too deep.
     keep=True returns (parts, the separators found)."""
     parts, found, depth, start, i = [], [], 0, 0, 0
+    firsts = {x[0] for x in seps}
     while i < len(s):
-        sep = next((x for x in seps if s.startswith(x, i)), None) if depth == 0 else None
+        sep = next((x for x in seps if s.startswith(x, i)), None) if depth == 0 and s[i] in firsts else None
         if sep:
             parts.append(s[start:i])
             found.append(sep)
@@ -339,14 +382,14 @@ def _value(s, depth=0):
         o, c, inner = group
         items = _split_top(inner, ",")
         if o == "{":
-            return ("set", [v for p in items for v in _pm_values(p, depth)])
+            return _set([v for p in items for v in _pm_values(p, depth)])
         if len(items) > 1:
             return ("seq", o, c, [_value(p, depth + 1) for p in items])
     items = _split_top(s, ",")
     if len(items) > 1 and all(_RELATION.search(p) for p in items):  # x < -2, x > 7 (from "or"): a union
         return ("union", [_value(p, depth + 1) for p in items])
     if len(items) > 1 or "\\pm" in s or "\\mp" in s:
-        return ("set", [v for p in items for v in _pm_values(p, depth)])
+        return _set([v for p in items for v in _pm_values(p, depth)])
     relation = _relation(s, depth) if _RELATION.search(s) else None
     if relation:
         return relation
@@ -393,6 +436,11 @@ def _ordered(lo, hi):
         return True
     d = sympy.N(b - a, 15)  # a fixed precision, not sympy's open-ended a < b: this runs outside the worker
     return bool(d.is_extended_real and d > 0)
+
+
+def _set(values):
+    """An unordered answer list; identical elements are kept once (they would only be compared again)."""
+    return ("set", list({repr(v): v for v in values}.values()))
 
 
 def _pm_values(p, depth):
@@ -805,15 +853,22 @@ def _expr_equal(a_src, b_src, deadline):
 
 def _same_set(ps, gs, deadline):
     """Unordered, and a repeat adds nothing (3, 5, 7, 7 = 3, 5, 7): each element equals one of the other side."""
-    return all(any(_equal(p, g, deadline) for g in gs) for p in ps) and all(
-        any(_equal(p, g, deadline) for p in ps) for g in gs)
+    matched = set()
+    for i, p in enumerate(ps):  # every p equals some g, the same position tried first (lists often agree) ...
+        j = next((j for j in (*range(i, len(gs)), *range(min(i, len(gs)))) if _equal(p, gs[j], deadline)), None)
+        if j is None:
+            return False
+        matched.add(j)
+    # ... and every g not matched yet equals some p
+    return all(any(_equal(p, g, deadline) for p in ps) for j, g in enumerate(gs) if j not in matched)
 
 
-def _label(v):
-    """The name on the left of a labelled answer ("x = 5", "(p, q) = (3, 2)", "f(x) = x^2", "AB = 4") without
-    spaces, or None when v is no such equation."""
-    if v[0] == "eq" and _LABEL.fullmatch(v[1]) and re.search(r"[A-Za-z]", re.sub(r"\\[a-z]+", "", v[1])):
-        return re.sub(r"\s+", "", v[1])
+@lru_cache(maxsize=8192)
+def _label(lhs):
+    """The left side of an equation without spaces when it is a name ("x", "(p, q)", "f(x)", "AB", "|AB|",
+    "\\frac{NO}{BO}"): the equation is then a labelled answer. None otherwise."""
+    if _LABEL.fullmatch(lhs) and re.search(r"[A-Za-z]", re.sub(r"\\[a-z]+", "", lhs)):
+        return re.sub(r"\s+", "", lhs)
     return None
 
 
@@ -821,7 +876,8 @@ def _equal(p, g, deadline):
     if time.monotonic() > deadline:
         return False
     kp, kg = p[0], g[0]
-    lp, lg = _label(p), _label(g)
+    lp = _label(p[1]) if kp == "eq" else None
+    lg = _label(g[1]) if kg == "eq" else None
     if lp and (kg != "eq" or lp == lg):
         return _equal(_value(p[2]), g if kg != "eq" else _value(g[2]), deadline)  # x = 5 against 5
     if lg and kp != "eq":
@@ -875,40 +931,3 @@ def _base_equal(p, g):
         return None, None
     (dp, bp), (dg, bg) = digits(p), digits(g)
     return dp is not None and dp == dg and (bp is None or bg is None or bp == bg)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------------------------
-
-def is_equiv(pred, gold):
-    """True when pred and gold are the same mathematical answer (rules in the module docstring). Never raises."""
-    deadline = time.monotonic() + TIME_LIMIT
-    try:
-        if pred is None or gold is None:
-            return False
-        pred, gold = str(pred), str(gold)
-        if pred.strip() == gold.strip():
-            return True
-        if len(pred) > MAX_ANSWER_LEN or len(gold) > MAX_ANSWER_LEN:
-            return False
-        kp, is_word_p, wp, vp = _parse(pred)
-        kg, is_word_g, wg, vg = _parse(gold)
-        if kp == kg:  # normalised strings equal
-            return True
-        if is_word_p or is_word_g:
-            return wp == wg
-        if vp is None or vg is None:
-            return False
-        return bool(_equal(vp, vg, deadline))
-    except Exception:  # ParseError, RecursionError, TypeError from odd structures, MemoryError, ...
-        return False
-
-
-def math_reward(completion, gold):
-    """1.0 when the completion's extracted final answer is equivalent to gold, else 0.0. No format bonus."""
-    try:
-        answer = extract_answer(completion)
-        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
-    except Exception:
-        return 0.0
