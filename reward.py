@@ -420,7 +420,7 @@ def _relation(s, depth):
         raise ParseError("relation without a side")
     var = [bool(re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)?", p)) for p in parts]
     bracket = {"<": ("(", ")"), "≤": ("[", "]")}
-    if len(parts) == 3 and var == [False, True, False] and all(o in "<≤" for o in ops) and _ordered(*parts[::2]):
+    if len(parts) == 3 and var[1] and all(o in "<≤" for o in ops) and _ordered(*parts[::2]):
         return ("seq", bracket[ops[0]][0], bracket[ops[1]][1], [_value(parts[0], depth + 1), _value(parts[2], depth + 1)])
     if len(parts) == 2 and ops[0] in "<≤" and var in ([True, False], [False, True]):
         if var[0]:  # x < a -> (-\infty, a)

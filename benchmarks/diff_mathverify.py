@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def variants(gold):
         add("several boxes", f"{g}, {n + 1}", False)
         add("near miss", str(n + 1), False)
         add("near miss", f"x \\le {g}", False)
-        add("inequality", f"x \\ge {g}", None)
+        add("near miss", f"x \\ge {g}", False)  # a half-line is not a number
         if abs(n) >= 1000:
             add("respell", f"{n:,}".replace(",", "{,}"), True)
             add("respell", f"{n:,}".replace(",", ",\\!"), True)
@@ -150,8 +151,8 @@ def variants(gold):
         frac = re.fullmatch(r"\\frac\{(\d+)\}\{(\d+)\}", g)
         if frac:
             p, q = int(frac.group(1)), int(frac.group(2))
-            add("decimal", f"{p / q:.6f}", None)  # equal only when p/q has at most 6 decimals
-            add("decimal", f"{p / q:.10f}", None)
+            for digits in (6, 10):  # a rounding is equal only when p/q has that few decimals
+                add("decimal", f"{p / q:.{digits}f}", Fraction(f"{p / q:.{digits}f}") == Fraction(p, q))
     return out
 
 

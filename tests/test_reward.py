@@ -106,8 +106,8 @@ PAIRS = [
     ("x \\ge 3", "x \\le 3", False), ("x < 5", "5", False), ("x \\neq 2", "x \\ne 2", True), ("x \\neq 2", "x \\neq -2", False),
     ("(8,-2)", "8 < x < -2", False), ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 \\text{ or } x > 7", True),
     ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 or x \\ge 7", False), ("(1,3)", "x > 1 and x < 3", False),
-    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("a \\le b \\le c", "c \\ge b \\ge a", True),
-    ("a \\le b \\le c", "a \\le b < c", False),
+    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True), ("a \\le b \\le c", "c \\ge b \\ge a", True),
+    ("a \\le b \\le c", "a \\le b < c", False), ("[a,b]", "(a,b)", False), ("[a,b]", "a \\le x \\le b", True), ("[a,b]", "a < x \\le b", False),
     ("(1,5)", "1 < 2x < 5", False), ("(-\\infty, 3) \\cup (1, \\infty)", "x > 1 and x < 3", False),
     # labelled answers: a name on the left is dropped, an equation on the left is not
     ("(3,2)", "(p,q) = (3,2)", True), ("(3,2)", "(p, q) = (2, 3)", False), ("(p,q) = (3,2)", "(p,q)=(3.0, 2)", True),
@@ -145,6 +145,11 @@ def test_math_reward_boxes_and_scores():
     assert math_reward("We get \\boxed{0.333}.", "\\frac13") == 0.0
     assert math_reward("no box and no answer line", "5") == 0.0
     assert math_reward(None, "5") == 0.0
+    # several boxes: together the answer, but never a list of candidates against one of them
+    assert math_reward("\\boxed{1} and \\boxed{2} and \\boxed{3}", "\\{1,2,3\\}") == 1.0
+    assert math_reward("\\boxed{3} or \\boxed{5}", "3") == 0.0
+    assert math_reward("$\\boxed{3}$, $\\boxed{5}$", "5") == 0.0
+    assert math_reward("we get \\boxed{3} first, so the answer is \\boxed{5}", "5") == 1.0
 
 
 # extraction: (text, expected answer)
