@@ -40,7 +40,8 @@ Equality rules (is_equiv), tried in this order: normalised strings equal -> exac
       \\frac of letters, against a non-equation or the same label. "2x = 4" is an equation, not a label: != 4.
       "x \\in [a,b]" = [a,b]. Other equations are equal when (lhs1 - rhs1) / (lhs2 - rhs2) is a non-zero
       constant (y = 2x+3 = 2x - y = -3).
-    - Inequalities (\\le \\leq \\ge \\geq < > \\neq, chains) that bound one variable by constants are intervals:
+    - Inequalities (\\le \\leq \\ge \\geq < > \\neq, chains) that bound one letter are intervals (the letter is
+      the middle of a chain, or the one side that is a single letter):
       -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty); x \\le 5 != x < 5. A chain
       with lower > upper (8 < x < -2) is empty and no interval. "x < -2 or x > 7" is the union of two intervals.
       Other relations compare side by side with the same operators (a > b is b < a).
@@ -51,8 +52,8 @@ Equality rules (is_equiv), tried in this order: normalised strings equal -> exac
       separate answers like "," ((0;0;0) = (0,0,0), "3 or 5" = 3,5), except "and" between inequalities (an
       intersection). A one-element set or list equals its element.
     - \\pm expands into two answers: 1 \\pm \\sqrt{19} = "1+\\sqrt{19}, 1-\\sqrt{19}" (a bare, unordered list).
-    - Matrices (pmatrix/bmatrix/array in brackets) compare elementwise with the same shape; a one-column or one-row matrix also
-      equals the ordered tuple of its entries.
+    - Matrices (pmatrix, bmatrix, an array in brackets) compare elementwise with the same shape; a one-column or
+      one-row matrix also equals the ordered tuple of its entries.
     - Base subscripts: 52_8 = 52_{8} = 52 (the digits; the question asked for base 8), but 52_8 != 52_9 and
       52_8 != 42.
     - Words compare case-insensitively on letters and digits only: \\text{Evelyn} = evelyn, \\text{(B)} = B.
@@ -222,7 +223,8 @@ _SPELLING = {
     **dict.fromkeys(["\\dfrac", "\\tfrac", "\\cfrac"], "\\frac"), **dict.fromkeys(["\\dbinom", "\\tbinom"], "\\binom"),
     **dict.fromkeys(["\\textnormal", "\\textbf", "\\textrm", "\\textit", "\\mbox", "\\mathrm", "\\mathbf",
                      "\\mathit", "\\operatorname"], "\\text"),
-    **dict.fromkeys(["\\le", "\\leq", "\\leqslant", "⩽"], "≤"), **dict.fromkeys(["\\ge", "\\geq", "\\geqslant", "⩾"], "≥"),
+    **dict.fromkeys(["\\le", "\\leq", "\\leqslant", "⩽"], "≤"),
+    **dict.fromkeys(["\\ge", "\\geq", "\\geqslant", "⩾"], "≥"),
     "\\lt": "<", "\\gt": ">", "\\ne": "≠", "\\neq": "≠",
     "\u2212": "-", "×": "\\times ", "·": "\\cdot ", "π": "\\pi ", "∞": "\\infty ", "√": "\\sqrt ",
 }
@@ -421,7 +423,8 @@ def _relation(s, depth):
     var = [bool(re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)?", p)) for p in parts]
     bracket = {"<": ("(", ")"), "≤": ("[", "]")}
     if len(parts) == 3 and var[1] and all(o in "<≤" for o in ops) and _ordered(*parts[::2]):
-        return ("seq", bracket[ops[0]][0], bracket[ops[1]][1], [_value(parts[0], depth + 1), _value(parts[2], depth + 1)])
+        lo, hi = _value(parts[0], depth + 1), _value(parts[2], depth + 1)
+        return ("seq", bracket[ops[0]][0], bracket[ops[1]][1], [lo, hi])
     if len(parts) == 2 and ops[0] in "<≤" and var in ([True, False], [False, True]):
         if var[0]:  # x < a -> (-\infty, a)
             return ("seq", "(", bracket[ops[0]][1], [("expr", "-\\infty"), _value(parts[1], depth + 1)])

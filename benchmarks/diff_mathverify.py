@@ -9,7 +9,8 @@ rewrite decides it (None where it does not), wraps each in a completion, and sco
 reward.math_reward in this process, and with Math-Verify's verify(parse(gold), parse(completion)) in a subprocess
 of the venv's python that reads JSON lines (this same file, run with --oracle). It prints the agreement per kind of
 variant and every disagreement; each one was judged by hand and the decided cases are kept, with the reason, in
-tests/test_reward.py (MATH_VERIFY_CASES; the script also checks that Math-Verify still answers those as noted). Exits 0 with a message when Math-Verify is not installed.
+tests/test_reward.py (MATH_VERIFY_CASES; the script also checks that Math-Verify still answers those as noted).
+Exits 0 with a message when Math-Verify is not installed.
 """
 import argparse
 import json
@@ -116,8 +117,8 @@ def variants(gold):
         elif "infty" in lo:
             add("inequality", f"x {'<' if c == ')' else LE} {hi}", True)
             add("near miss", f"x {LE if c == ')' else '<'} {hi}", False)
-    elif interval and re.fullmatch(r"-?\d+", interval.group(2).strip()) and re.fullmatch(r"-?\d+", interval.group(3).strip()) \
-            and int(interval.group(2)) < int(interval.group(3)):
+    elif interval and all(re.fullmatch(r"-?\d+", x.strip()) for x in interval.groups()[1:3]) \
+            and int(interval.group(2)) < int(interval.group(3)):  # numeric ends, lower < upper: not a point
         o, lo, hi, c = (x.strip() for x in interval.groups())
         rel = {"(": "<", "[": LE, ")": "<", "]": LE}
         add("inequality", f"{lo} {rel[o]} x {rel[c]} {hi}", True)
