@@ -8,7 +8,8 @@ labelled forms, inequalities, several boxes, near misses -- each with the verdic
 rewrite decides it (None where it does not), wraps each in a completion, and scores it twice: with
 reward.math_reward in this process, and with Math-Verify's verify(parse(gold), parse(completion)) in a subprocess
 of the venv's python that reads JSON lines (this same file, run with --oracle). It prints the agreement per kind of
-variant and every disagreement; each one was judged by hand and the decided cases are kept, with the reason, in
+variant and every disagreement (and the same for the hand-labelled PAIRS of tests/test_reward.py); each one
+was judged by hand and the decided cases are kept, with the reason, in
 tests/test_reward.py (MATH_VERIFY_CASES; the script also checks that Math-Verify still answers those as noted).
 Exits 0 with a message when Math-Verify is not installed.
 """
@@ -186,10 +187,11 @@ def main():
 
     from reward import math_reward
     sys.path.insert(0, str(REPO / "tests"))
-    from test_reward import MATH_VERIFY_CASES
+    from test_reward import MATH_VERIFY_CASES, PAIRS
     golds = load_golds(args.data)
     cases = [(name, gold, *v) for name, gold in golds for v in variants(gold)]
-    # the disagreements kept in the tests, with Math-Verify's verdict as documented there
+    # the hand-labelled pairs of the tests, and the disagreements kept there (Math-Verify's verdict noted)
+    cases += [("tests", gold, "test pairs", boxed(pred), expected) for gold, pred, expected in PAIRS]
     cases += [("tests", gold, "documented", completion, None) for gold, completion, *_ in MATH_VERIFY_CASES]
     proc = subprocess.run([args.mv_python, __file__, "--oracle"], text=True, capture_output=True,
                           input="".join(json.dumps([gold, c]) + "\n" for _, gold, _, c, _ in cases))

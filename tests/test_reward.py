@@ -99,7 +99,7 @@ PAIRS = [
     ("\\cot x", "\\tan x", False), ("\\frac{11+9a}{20}", "\\frac{11}{20}+\\frac{9a}{20}", True),
     ("-13x+3", "3-13x", True), ("15x - 80", "5(3x-16)", True), ("x^2-1", "(x-1)(x+2)", False),
     ("\\sin^2 x + \\cos^2 x", "1", True), ("2\\sin x \\cos x", "\\sin(2x)", True),
-    # inequalities and relations; one variable bounded by constants is an interval
+    # inequalities and relations; a bounded letter is an interval
     ("x \\in [-2,7]", "-2 \\le x \\le 7", True), ("[-2,7]", "-2 \\leq x \\leq 7", True), ("(0,1)", "0 < x < 1", True),
     ("(0,1)", "0 \\lt x \\lt 1", True), ("(0,1]", "0 < x \\le 1", True), ("(0,1)", "0 \\le x < 1", False),
     ("[-2,7]", "-2 \\le x < 7", False), ("(-\\infty, 5]", "x \\le 5", True), ("(-\\infty, 5)", "x \\le 5", False),
