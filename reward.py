@@ -19,8 +19,8 @@ Extraction (extract_answer)
     nothing but ",", ";", "and", "or" form one answer list (\\boxed{1} and \\boxed{2} -> "1, 2"); a last box
     after other words stands alone (earlier boxes were intermediate results). Without any box the fallback is the
     last "final answer is X" or Minerva-style "Answer: X" (X = the $...$ right after it, else the rest of the line
-    up to ". ", and of a sentence only what follows its last " is ": "The largest $n$ is 34." -> 34); otherwise
-    None. There is no format bonus: the reward is 1.0 or 0.0.
+    up to ". "; of a sentence only what follows its first " is " or " are ": "The largest $n$ is 34." -> 34);
+    otherwise None. There is no format bonus: the reward is 1.0 or 0.0.
 
 Equality rules (is_equiv), tried in this order: normalised strings equal -> exact rational comparison -> sympy
     - Cosmetics are ignored: $, \\left/\\right, spacing commands, \\dfrac/\\tfrac/\\cfrac (= \\frac), \\displaystyle,
@@ -36,13 +36,16 @@ Equality rules (is_equiv), tried in this order: normalised strings equal -> exac
       a - b == 0 (expand, then simplify) within the time limit. Constants that agree to 30 digits also count as
       equal unless one of them is a rational number (then only a proof counts, so 0.3333333333 != 1/3).
     - A labelled answer is its value: "x = 5" = 5, "(p,q) = (3,2)" = (3,2), "f(x) = x^2" = x^2, "AB = 4",
-      "|AB| = 1", "\\frac{NO}{BO} = \\frac13" -- a left side of letters, a tuple of them, f(x) or f(3), |..|,
-      \\frac of letters, against a non-equation or the same label. "2x = 4" is an equation, not a label: != 4.
+      "|AB| = 1", "\\frac{NO}{BO} = \\frac13", "\\angle ABC = 30" -- a left side that is a letter (a_1), a tuple of
+      letters, f(x) or f(3), a run of letters, |AB|, \\frac of letter runs, \\angle or \\overline of letters (the
+      table _LABEL), against a non-equation or the same label. "2x = 4" is an equation, not a label: != 4; so is
+      "|x| = 3" (x = -3 too).
       "x \\in [a,b]" = [a,b]. Other equations are equal when (lhs1 - rhs1) / (lhs2 - rhs2) is a non-zero
       constant (y = 2x+3 = 2x - y = -3).
     - Inequalities (\\le \\leq \\ge \\geq < > \\neq, chains) that bound one letter are intervals (the letter is
       the middle of a chain, or the one side that is a single letter):
-      -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty); x \\le 5 != x < 5. A chain
+      -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty), x \\neq 2 =
+      (-\\infty,2) \\cup (2,\\infty); x \\le 5 != x < 5. A chain
       with lower > upper (8 < x < -2) is empty and no interval. "x < -2 or x > 7" is the union of two intervals.
       Other relations compare side by side with the same operators (a > b is b < a).
     - Parenthesised/bracketed sequences are ordered: (1,2) != (2,1), and the brackets must match, which also makes
@@ -102,6 +105,9 @@ class ParseError(ValueError):
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 _FALLBACK = re.compile(r"(?i)(?:final answer is|answer\s*:)[ \t]*")
+# the subject of a sentence up to its first " is " / " are ": $..$ spans, or characters other than a newline or
+# a full stop that ends the sentence
+_SUBJECT = re.compile(r"(?:\$[^$]*\$|[^$\n.]|\.(?=\S))*?\s(?:is|are)\s+")
 _BOX_JOIN = re.compile(r"[\s$]*(?:,|;|,?\s*\b(?:and|or)\b)[\s$]*")
 
 
@@ -158,9 +164,10 @@ def extract_answer(text):
     if not hits:
         return None
     rest = text[hits[-1].end():]
+    subject = _SUBJECT.match(rest)  # "Final Answer: The largest $n$ is 34." -> "34."
+    rest = rest[subject.end():] if subject else rest
     if not rest.startswith("$"):
         rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0]
-        rest = re.split(r"\s(?:is|are)\s+", rest)[-1]  # "Final Answer: The largest $n$ is 34." -> "34"
     if rest.startswith("$"):
         m = re.match(r"\$+((?:\\\$|[^$])*)\$", rest)  # \$ inside is a dollar sign: $\$18.90$
         rest = m.group(1) if m else rest.strip("$")
@@ -238,8 +245,11 @@ _WORDS = re.compile(r"[A-Za-z()\s.,'\-]+")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _MATRIX = re.compile(r"[(\[]?\s*\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|\s]*\})?(.*)\\end\{\1\}\s*[)\]]?", re.S)
 # a name on the left of "=": x, a_1, (p, q), f(x), f(3), AB, |AB|, \frac{NO}{BO}, \angle ABC -- no operator
-_LABEL = re.compile(r"[A-Za-z]\([\w.\s]*\)"  # f(x), f(3)
-                    r"|(?:[A-Za-z(),|{}'\s]|_\{?\w+\}?|\\(?:frac|angle|overline|triangle|prime)(?![a-zA-Z]))+")
+_NAME = r"[A-Za-z](?:_\{?\w+\}?)?"  # x, a_1, a_{12}
+_LABEL = re.compile(rf"{_NAME}|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\)"  # x, (p, q)
+                    r"|[A-Za-z]\([\w.\s,]*\)"  # f(x), f(3), g(x, y)
+                    r"|[A-Za-z]{2,}|\|[A-Za-z]{2,}\||\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}"  # AB, |AB|, \frac{NO}{BO}
+                    r"|(?:m\s*)?\\(?:angle|overline)\s*\{?\s*[A-Za-z]+\s*\}?")  # \angle ABC, m\angle A, \overline{AB}
 _VAR_IN = re.compile(r"[A-Za-z]\s*\\in\s*")
 _BASE = re.compile(r"([0-9A-Za-z]+)_\{?(\d{1,2})\}?")
 
@@ -410,8 +420,9 @@ _FLIP = {"<": ">", ">": "<", "≤": "≥", "≥": "≤", "≠": "≠"}
 
 
 def _relation(s, depth):
-    """An inequality or a chain of them -> an interval when it bounds one variable by constants
-    (-2 ≤ x ≤ 7 = [-2,7], x > 3 = (3, \\infty)), else ("rel", ops, values); None when no relation is at the top."""
+    """An inequality or a chain of them -> an interval when it bounds one letter (-2 ≤ x ≤ 7 = [-2,7],
+    x > 3 = (3, \\infty), x ≠ 2 = (-\\infty, 2) ∪ (2, \\infty)), else ("rel", ops, values); None when there is
+    no relation at the top."""
     parts, ops = _split_top(s, "<", ">", "≤", "≥", "≠", keep=True)
     if not ops:
         return None
@@ -425,10 +436,14 @@ def _relation(s, depth):
     if len(parts) == 3 and var[1] and all(o in "<≤" for o in ops) and _ordered(*parts[::2]):
         lo, hi = _value(parts[0], depth + 1), _value(parts[2], depth + 1)
         return ("seq", bracket[ops[0]][0], bracket[ops[1]][1], [lo, hi])
-    if len(parts) == 2 and ops[0] in "<≤" and var in ([True, False], [False, True]):
+    if len(parts) == 2 and var in ([True, False], [False, True]):
+        a = _value(parts[var[0]], depth + 1)  # the side that is not the letter
+        low, high = ("expr", "-\\infty"), ("expr", "\\infty")
+        if ops[0] == "≠":  # x ≠ a -> (-\infty, a) ∪ (a, \infty)
+            return ("union", [("seq", "(", ")", [low, a]), ("seq", "(", ")", [a, high])])
         if var[0]:  # x < a -> (-\infty, a)
-            return ("seq", "(", bracket[ops[0]][1], [("expr", "-\\infty"), _value(parts[1], depth + 1)])
-        return ("seq", bracket[ops[0]][0], ")", [_value(parts[0], depth + 1), ("expr", "\\infty")])
+            return ("seq", "(", bracket[ops[0]][1], [low, a])
+        return ("seq", bracket[ops[0]][0], ")", [a, high])
     return ("rel", tuple(ops), [_value(p, depth + 1) for p in parts])
 
 
@@ -870,9 +885,7 @@ def _same_set(ps, gs, deadline):
 def _label(lhs):
     """The left side of an equation without spaces when it is a name ("x", "(p, q)", "f(x)", "AB", "|AB|",
     "\\frac{NO}{BO}"): the equation is then a labelled answer. None otherwise."""
-    if _LABEL.fullmatch(lhs) and re.search(r"[A-Za-z]", re.sub(r"\\[a-z]+", "", lhs)):
-        return re.sub(r"\s+", "", lhs)
-    return None
+    return re.sub(r"\s+", "", lhs) if _LABEL.fullmatch(lhs.strip()) else None
 
 
 def _equal(p, g, deadline):

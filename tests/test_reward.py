@@ -108,6 +108,7 @@ PAIRS = [
     ("5 \\ge x", "x \\le 5", True), ("(3, \\infty)", "x > 3", True), ("[3, \\infty)", "x > 3", False),
     ("x \\ge 3", "x \\le 3", False), ("x < 5", "5", False), ("x \\neq 2", "x \\ne 2", True),
     ("x \\neq 2", "x \\neq -2", False),
+    ("(-\\infty, 2) \\cup (2, \\infty)", "x \\neq 2", True), ("(-\\infty, 2) \\cup (2, \\infty)", "x \\ne 3", False),
     ("(8,-2)", "8 < x < -2", False), ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 \\text{ or } x > 7", True),
     ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 or x \\ge 7", False), ("(1,3)", "x > 1 and x < 3", False),
     ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True),
@@ -121,6 +122,8 @@ PAIRS = [
     ("(5,8),(8,5)", "(x, y) = (5, 8)", False), ("x^2", "f(x) = x^2", True), ("x^2", "f(x) = x^3", False),
     ("9", "f(3) = 9", True), ("4", "AB = 4", True), ("4", "AB = 5", False), ("1", "|AB| = 1", True),
     ("\\frac{1}{3}", "\\frac{NO}{BO} = \\frac{1}{3}", True), ("\\frac{1}{3}", "\\frac{NO}{BO} = 3", False),
+    ("3", "|x| = 3", False), ("30", "\\angle ABC = 30^\\circ", True), ("(1,2,3)", "(a, b, c) = (1, 2, 3)", True),
+    ("(1,2,3)", "(a, b, c) = (1, 3, 2)", False),
     ("4", "2x = 4", False), ("5", "x + y = 5", False), ("6", "x(x+1) = 6", False), ("y = 2x+3", "y = 3 + 2x", True),
     ("5", "x = 2 + 3 = 5", False),
     # LaTeX spellings
@@ -197,6 +200,8 @@ EXTRACTION = [
     ("Final Answer: The largest $n$ is 34.", "34"),
     ("Answer: The smallest value is $\\frac{1}{2}$. I hope", "\\frac{1}{2}"),
     ("Final Answer: $x = 5$", "x = 5"),
+    ("Answer: $x$ is $5$.", "5"),
+    ("Final Answer: The value of $3.5x$ is 7. It is correct.", "7"),
     ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),
 ]
 
