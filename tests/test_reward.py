@@ -4,10 +4,14 @@ Every label below was written by hand from the rules in reward.py's docstring, n
 """
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
+from benchmarks import diff_mathverify
+from conftest import REPO
 from reward import extract_answer, is_equiv, math_reward
 
 MATRIX_2X2 = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
@@ -424,3 +428,24 @@ def test_timeout_kills_the_worker_and_recovers(warm_worker, monkeypatch):
 def test_never_raises_on_odd_types():
     assert is_equiv(None, "5") is False and is_equiv("5", None) is False
     assert is_equiv(5, "5") is True and math_reward(b"\\boxed{5}", "5") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The variants of benchmarks/diff_mathverify.py (re-spellings, labels, inequalities, several boxes, near misses of
+# every benchmark gold answer), each against the verdict it has by construction; Math-Verify is not needed here
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_generated_variants_score_as_constructed(shared_data):
+    cases = [(gold, *v) for _, gold in diff_mathverify.load_golds(shared_data)
+             for v in diff_mathverify.variants(gold)]
+    labelled = [(gold, kind, completion, e) for gold, kind, completion, e in cases if e is not None]
+    assert len(labelled) >= 7000 and sum(not e for *_, e in labelled) >= 2000
+    wrong = [(kind, gold, completion) for gold, kind, completion, e in labelled
+             if math_reward(completion, gold) != float(e)]
+    assert not wrong
+
+
+def test_diff_mathverify_skips_cleanly_without_math_verify():
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "diff_mathverify.py"), "--mv-python",
+                             "/nonexistent/python"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "skipped" in result.stdout
