@@ -44,10 +44,10 @@ Equality rules (is_equiv), tried in this order: normalised strings equal -> exac
       constant (y = 2x+3 = 2x - y = -3).
     - Inequalities (\\le \\leq \\ge \\geq < > \\neq, chains) that bound one letter are intervals (the letter is
       the middle of a chain, or the one side that is a single letter):
-      -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty), x \\neq 2 =
-      (-\\infty,2) \\cup (2,\\infty); x \\le 5 != x < 5. A chain
-      with lower > upper (8 < x < -2) is empty and no interval. "x < -2 or x > 7" is the union of two intervals.
-      Other relations compare side by side with the same operators (a > b is b < a).
+      -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty),
+      x \\neq 2 = (-\\infty,2) \\cup (2,\\infty); x \\le 5 != x < 5. A chain with lower > upper (8 < x < -2) is
+      empty and no interval. "x < -2 or x > 7" is the union of two intervals. Other relations compare side by
+      side with the same operators (a > b is b < a).
     - Parenthesised/bracketed sequences are ordered: (1,2) != (2,1), and the brackets must match, which also makes
       intervals work: [1,2) != [1,2], (-\\infty, 2) = (-\\infty,2). A union of intervals (\\cup) is unordered.
       A bare list "3, 5, 7", a set \\{3,5,7\\} or {3,5,7} are unordered answer lists, and a repeat adds nothing:
@@ -71,7 +71,8 @@ tests/test_reward.py with its reason:
       of three digits; Math-Verify 0.9.0 agrees, and we keep it so).
     - A chain a = b = c is refused: x = 2+3 = 5 != 5 (Math-Verify accepts it). The chain asserts b = c as well,
       which we do not grade; the answer must be one value.
-    - An equation is not a label: 2x = 4 != 4 (Math-Verify compares any right side).
+    - An equation is not a label: 2x = 4 != 4, x + y = 5 != 5, |x| = 3 != 3 (Math-Verify compares any right
+      side).
     - A later box after other words wins alone: "first \\boxed{12}, then the total is \\boxed{9}" = 9 (Math-Verify
       joins the boxes and answers 12, 9).
     - An inequality equals an interval: 0 < x < 1 = (0,1), x > 2 = (2,\\infty) (Math-Verify: only for some forms).
@@ -416,7 +417,7 @@ def _value(s, depth=0):
     return ("expr", s)
 
 
-_FLIP = {"<": ">", ">": "<", "≤": "≥", "≥": "≤", "≠": "≠"}
+_FLIP = {">": "<", "≥": "≤"}
 
 
 def _relation(s, depth):
@@ -431,7 +432,7 @@ def _relation(s, depth):
     parts = [p.strip() for p in parts]
     if any(not p for p in parts):
         raise ParseError("relation without a side")
-    var = [bool(re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)?", p)) for p in parts]
+    var = [bool(re.fullmatch(_NAME, p)) for p in parts]
     bracket = {"<": ("(", ")"), "≤": ("[", "]")}
     if len(parts) == 3 and var[1] and all(o in "<≤" for o in ops) and _ordered(*parts[::2]):
         lo, hi = _value(parts[0], depth + 1), _value(parts[2], depth + 1)
