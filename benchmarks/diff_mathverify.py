@@ -52,7 +52,6 @@ def variants(gold):
     def add(kind, answer, expected, completion=None):
         out.append((kind, completion if completion is not None else boxed(answer), expected))
 
-    # re-spellings: equal by construction
     add("fallback", None, True, completion=f"Final Answer: The final answer is ${g}$. I hope it is correct.")
     add("respell", f"\\displaystyle {g}", True)
     if "\\frac" in g:
@@ -89,7 +88,7 @@ def variants(gold):
         if abs(n) >= 1000:
             add("respell", f"{n:,}".replace(",", "{,}"), True)
             add("respell", f"{n:,}".replace(",", ",\\!"), True)
-            add("near miss", f"{n:,}".replace(",", ".", 1), False if abs(n) >= 10000 else None)  # decimal point
+            add("near miss", f"{n:,}".replace(",", ".", 1), False)  # a decimal point: 1.000 = 1
     if g.count("=") == 1 and "," not in g:
         lhs, rhs = (x.strip() for x in g.split("="))
         add("equation", f"{rhs} = {lhs}", True)
