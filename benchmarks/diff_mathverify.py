@@ -4,12 +4,12 @@
     python benchmarks/diff_mathverify.py [--mv-python /tmp/venv-mv/bin/python] [--data ../shared/data]
 
 From every MATH-500, AIME24/25 and AMC23 gold answer it generates answer variants -- re-spellings, reorderings,
-labelled forms, inequalities, several boxes, near misses -- each with the verdict it has by construction where the
-rewrite decides it (None where it does not), wraps each in a completion, and scores it twice: with
-reward.math_reward in this process, and with Math-Verify's verify(parse(gold), parse(completion)) in a subprocess
-of the venv's python that reads JSON lines (this same file, run with --oracle). It prints the agreement per kind of
-variant and every disagreement (and the same for the hand-labelled PAIRS of tests/test_reward.py); each one
-was judged by hand and the decided cases are kept, with the reason, in
+labelled forms, inequalities, several boxes, near misses, and the equal variants of another problem's answer -- each
+with the verdict it has by construction where the rewrite decides it (None where it does not), wraps each in a
+completion, and scores it twice: with reward.math_reward in this process, and with Math-Verify's verify(parse(gold),
+parse(completion)) in a subprocess of the venv's python that reads JSON lines (this same file, run with --oracle).
+It prints the agreement per kind of variant and every disagreement (and the same for the hand-labelled PAIRS of
+tests/test_reward.py); each one was judged by hand and the decided cases are kept, with the reason, in
 tests/test_reward.py (MATH_VERIFY_CASES; the script also checks that Math-Verify still answers those as noted).
 Exits 0 with a message when Math-Verify is not installed.
 """
@@ -184,11 +184,16 @@ def main():
               "see this file's docstring, or pass --mv-python)")
         return 0
 
-    from reward import math_reward
+    from reward import is_equiv, math_reward
     sys.path.insert(0, str(REPO / "tests"))
     from test_reward import MATH_VERIFY_CASES, PAIRS
     golds = load_golds(args.data)
     cases = [(name, gold, *v) for name, gold in golds for v in variants(gold)]
+    # the equal variants of another problem's answer (the next one in the same file that is a different answer)
+    # against this gold: every one must score 0
+    for i, (name, gold) in enumerate(golds):
+        other = next(g for n, g in golds[i + 1:] + golds[:i] if n == name and not is_equiv(g, gold))
+        cases += [(name, gold, "other answer", c, False) for _, c, e in variants(other) if e]
     # the hand-labelled pairs of the tests, and the disagreements kept there (Math-Verify's verdict noted)
     cases += [("tests", gold, "test pairs", boxed(pred), expected) for gold, pred, expected in PAIRS]
     cases += [("tests", gold, "documented", completion, None) for gold, completion, *_ in MATH_VERIFY_CASES]
