@@ -369,8 +369,9 @@ def _expand_pm(s):
 
 
 def _value(s, depth=0):
-    """Cleaned answer -> value tree: matrix, thousands-separated number, union, bracketed group, bare list, base
-    subscript, equation, or else an expression (kept as source text; _sympy parses it when it is compared)."""
+    """Cleaned answer -> value tree: matrix, thousands-separated number, union, bracketed group, bare list (of
+    inequalities: a union), an inequality (an interval or a relation), base subscript, equation, or else an
+    expression (kept as source text; _sympy parses it when it is compared)."""
     s = s.strip()
     if depth > MAX_DEPTH:
         raise ParseError("nested too deeply")
