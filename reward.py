@@ -15,14 +15,17 @@ TIME_LIMIT seconds. is_equiv and math_reward never raise.
 
 Extraction (extract_answer)
     The content of the last \\boxed{...} or \\fbox{...} with nested braces balanced (\\{ and \\} do not count);
-    also \\boxed 5. An empty or unclosed last box (a truncated completion) is no answer: None. Without any box the
-    fallback is the last "final answer is X" or Minerva-style "Answer: X" (X = the $...$ right after it, else the
-    rest of the line up to ". "); otherwise None. There is no format bonus: the reward is 1.0 or 0.0.
+    also \\boxed 5. An empty or unclosed last box (a truncated completion) is no answer: None. Boxes joined by
+    nothing but ",", ";", "and", "or" form one answer list (\\boxed{1} and \\boxed{2} -> "1, 2"); a last box
+    after other words stands alone (earlier boxes were intermediate results). Without any box the fallback is the
+    last "final answer is X" or Minerva-style "Answer: X" (X = the $...$ right after it, else the rest of the line
+    up to ". "; of a sentence only what follows its first " is " or " are ": "The largest $n$ is 34." -> 34);
+    otherwise None. There is no format bonus: the reward is 1.0 or 0.0.
 
 Equality rules (is_equiv), tried in this order: normalised strings equal -> exact rational comparison -> sympy
-    - Cosmetics are ignored: $, \\left/\\right, spacing commands, \\dfrac/\\tfrac (= \\frac), \\displaystyle,
-      \\text{..}/\\mbox{..}/\\mathrm{..} wrappers, a trailing period.
-    - Numbers are exact rationals: 025 = 25, 1,000 = 1000 (only the whole answer, groups of three digits),
+    - Cosmetics are ignored: $, \\left/\\right, spacing commands, \\dfrac/\\tfrac/\\cfrac (= \\frac), \\displaystyle,
+      \\text{..}/\\textnormal{..}/\\mbox{..}/\\mathrm{..} wrappers, a trailing period (the table _SPELLING).
+    - Numbers are exact rationals: 025 = 25, 1,000 = 1{,}000 = 1000 (whole answer only, groups of three digits),
       5.0 = 5, 0.5 = 1/2 = \\frac12 = 1/2; 0.333 != 1/3 (a decimal equals a fraction only when exactly equal).
       "1\\frac{4}{5}" (an integer then a fraction of integer literals) is the mixed number 9/5.
     - Degrees, percent and units are dropped: 90^\\circ = 90, 50\\% = 50, "5.4 \\text{ cents}" = 5.4 (a trailing
@@ -32,20 +35,47 @@ Equality rules (is_equiv), tried in this order: normalised strings equal -> exac
       variables (case-sensitive: R != r) and Greek letters. Two expressions are equal when sympy proves
       a - b == 0 (expand, then simplify) within the time limit. Constants that agree to 30 digits also count as
       equal unless one of them is a rational number (then only a proof counts, so 0.3333333333 != 1/3).
-    - "x = 5" = 5 (an equation whose left side is one variable, against a non-equation); "x \\in [a,b]" = [a,b].
-      Two equations are equal when (lhs1 - rhs1) / (lhs2 - rhs2) is a non-zero constant (y = 2x+3 = 2x - y = -3).
+    - A labelled answer is its value: "x = 5" = 5, "(p,q) = (3,2)" = (3,2), "f(x) = x^2" = x^2, "AB = 4",
+      "|AB| = 1", "\\frac{NO}{BO} = \\frac13", "\\angle ABC = 30" -- a left side that is a letter (a_1), a tuple of
+      letters, f(x) or f(3), a run of letters, |AB|, \\frac of letter runs, \\angle or \\overline of letters (the
+      table _LABEL), against a non-equation or the same label. "2x = 4" is an equation, not a label: != 4; so is
+      "|x| = 3" (x = -3 too).
+      "x \\in [a,b]" = [a,b]. Other equations are equal when (lhs1 - rhs1) / (lhs2 - rhs2) is a non-zero
+      constant (y = 2x+3 = 2x - y = -3).
+    - Inequalities (\\le \\leq \\ge \\geq < > \\neq, chains) that bound one letter are intervals (the letter is
+      the middle of a chain, or the one side that is a single letter):
+      -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty),
+      x \\neq 2 = (-\\infty,2) \\cup (2,\\infty); x \\le 5 != x < 5. A chain with lower > upper (8 < x < -2) is
+      empty and no interval. "x < -2 or x > 7" is the union of two intervals. Other relations compare side by
+      side with the same operators (a > b is b < a).
     - Parenthesised/bracketed sequences are ordered: (1,2) != (2,1), and the brackets must match, which also makes
       intervals work: [1,2) != [1,2], (-\\infty, 2) = (-\\infty,2). A union of intervals (\\cup) is unordered.
-      A bare comma list "3, 5, 7" and a set \\{3,5,7\\} are unordered answer lists: 7,5,3 = \\{3,5,7\\}, but a
-      bare list is not a tuple: "1,2" != "(1,2)". A one-element set or list equals its element.
+      A bare list "3, 5, 7", a set \\{3,5,7\\} or {3,5,7} are unordered answer lists, and a repeat adds nothing:
+      7,5,3 = \\{3,5,7\\} = 3,5,7,7; but a bare list is not a tuple: "1,2" != "(1,2)". ";", " or " and " and "
+      separate answers like "," ((0;0;0) = (0,0,0), "3 or 5" = 3,5), except "and" between inequalities (an
+      intersection). A one-element set or list equals its element.
     - \\pm expands into two answers: 1 \\pm \\sqrt{19} = "1+\\sqrt{19}, 1-\\sqrt{19}" (a bare, unordered list).
-    - Matrices (pmatrix/bmatrix) compare elementwise with the same shape; a one-column or one-row matrix also
-      equals the ordered tuple of its entries.
+    - Matrices (pmatrix, bmatrix, an array in brackets) compare elementwise with the same shape; a one-column or
+      one-row matrix also equals the ordered tuple of its entries.
     - Base subscripts: 52_8 = 52_{8} = 52 (the digits; the question asked for base 8), but 52_8 != 52_9 and
       52_8 != 42.
     - Words compare case-insensitively on letters and digits only: \\text{Evelyn} = evelyn, \\text{(B)} = B.
       An answer is a word when it is a whole \\text{..} containing a letter and no digit, or plain text with a run
       of two or more letters and nothing but letters, spaces and ( ) , . ' -.
+
+Where we decide differently from Math-Verify (the field's standard verifier) on purpose; each case is in
+tests/test_reward.py with its reason:
+    - Decimals are exact: 0.333333 != 1/3 (Math-Verify rounds to 6 digits and accepts it; a rounded value is not
+      the answer, and an RL policy would learn to stop computing at 6 digits).
+    - No decimal comma: 3,5 and 3{,}5 are the list 3, 5, never 3.5 (in MATH a comma separates answers or groups
+      of three digits; Math-Verify 0.9.0 agrees, and we keep it so).
+    - A chain a = b = c is refused: x = 2+3 = 5 != 5 (Math-Verify accepts it). The chain asserts b = c as well,
+      which we do not grade; the answer must be one value.
+    - An equation is not a label: 2x = 4 != 4, x + y = 5 != 5, |x| = 3 != 3 (Math-Verify compares any right
+      side).
+    - A later box after other words wins alone: "first \\boxed{12}, then the total is \\boxed{9}" = 9 (Math-Verify
+      joins the boxes and answers 12, 9).
+    - An inequality equals an interval: 0 < x < 1 = (0,1), x > 2 = (2,\\infty) (Math-Verify: only for some forms).
 """
 import atexit
 import multiprocessing
@@ -71,11 +101,15 @@ class ParseError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Extraction
+# The interface: extract_answer, is_equiv, math_reward
 # ---------------------------------------------------------------------------------------------------------------
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 _FALLBACK = re.compile(r"(?i)(?:final answer is|answer\s*:)[ \t]*")
+# the subject of a sentence up to its first " is " / " are ": $..$ spans, or characters other than a newline or
+# a full stop that ends the sentence
+_SUBJECT = re.compile(r"(?:\$[^$]*\$|[^$\n.]|\.(?=\S))*?\s(?:is|are)\s+")
+_BOX_JOIN = re.compile(r"[\s$]*(?:,|;|,?\s*\b(?:and|or)\b)[\s$]*")
 
 
 def _braced(text, start):
@@ -96,45 +130,127 @@ def _braced(text, start):
     return None
 
 
+def _box_content(text, m):
+    """(content, end) of the box whose command m matched; content "" for an empty or unclosed box."""
+    i = m.end()
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i < len(text) and text[i] == "{":
+        end = _braced(text, i)
+        return (text[i + 1:end - 1].strip(), end) if end is not None else ("", len(text))
+    m2 = re.match(r"[^\s$]+", text[i:]) if i > m.end() else None  # \boxed 5: one token up to whitespace or $
+    return (m2.group(0), i + m2.end()) if m2 else ("", i)
+
+
 def extract_answer(text):
+    """The final answer of a completion (rules in the module docstring), or None."""
     if not isinstance(text, str):
         return None
     boxes = list(_BOX.finditer(text))
     if boxes:
-        i = boxes[-1].end()
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            end = _braced(text, i)
-            answer = text[i + 1:end - 1].strip() if end is not None else ""
-        else:  # \boxed 5: one token up to whitespace or $
-            m = re.match(r"[^\s$]+", text[i:]) if i > boxes[-1].end() else None
-            answer = m.group(0) if m else ""
-        return answer or None
+        answer, _ = _box_content(text, boxes[-1])
+        if not answer:
+            return None
+        # boxes joined by nothing but ",", ";", "and", "or" are one answer list: \boxed{1} and \boxed{2} -> "1, 2"
+        # (as Math-Verify does); a last box after other words is the answer alone
+        parts, later = [answer], boxes[-1].start()
+        for m in reversed(boxes[:-1]):
+            content, end = _box_content(text, m)
+            if not content or not _BOX_JOIN.fullmatch(text, end, later):
+                break
+            parts.append(content)
+            later = m.start()
+        return ", ".join(reversed(parts))
     hits = list(_FALLBACK.finditer(text))
     if not hits:
         return None
     rest = text[hits[-1].end():]
+    subject = _SUBJECT.match(rest)  # "Final Answer: The largest $n$ is 34." -> "34."
+    rest = rest[subject.end():] if subject else rest
+    if not rest.startswith("$"):
+        rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0]
     if rest.startswith("$"):
-        m = re.match(r"\$+([^$]*)\$", rest)
-        answer = m.group(1) if m else rest.strip("$")
-    else:
-        answer = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0]
-    answer = answer.strip().rstrip(".").strip()
+        m = re.match(r"\$+((?:\\\$|[^$])*)\$", rest)  # \$ inside is a dollar sign: $\$18.90$
+        rest = m.group(1) if m else rest.strip("$")
+    answer = rest.strip().rstrip(".").strip()
     return answer or None
+
+
+def is_equiv(pred, gold):
+    """True when pred and gold are the same mathematical answer (rules in the module docstring). Never raises."""
+    deadline = time.monotonic() + TIME_LIMIT
+    try:
+        if pred is None or gold is None:
+            return False
+        pred, gold = str(pred), str(gold)
+        if pred.strip() == gold.strip():
+            return True
+        if len(pred) > MAX_ANSWER_LEN or len(gold) > MAX_ANSWER_LEN:
+            return False
+        kp, is_word_p, wp, vp = _parse(pred)
+        kg, is_word_g, wg, vg = _parse(gold)
+        if kp == kg:  # normalised strings equal
+            return True
+        if is_word_p or is_word_g:
+            return wp == wg
+        if vp is None or vg is None:
+            return False
+        return bool(_equal(vp, vg, deadline))
+    except Exception:  # ParseError, RecursionError, TypeError from odd structures, MemoryError, ...
+        return False
+
+
+def math_reward(completion, gold):
+    """1.0 when the completion's extracted final answer is equivalent to gold, else 0.0. No format bonus."""
+    try:
+        answer = extract_answer(completion)
+        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
+    except Exception:
+        return 0.0
+
+
+# ===============================================================================================================
+# The parser. A reader of the RL loop may skip everything below: the three functions above are the whole
+# interface, and the module docstring states every rule they apply. Below: normalisation (one spelling table),
+# the structure of an answer (lists, tuples, intervals, relations, labels), a whitelist expression parser that
+# builds sympy objects, the time-limited symbolic worker, and the equality of two parsed answers.
+# ===============================================================================================================
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Normalisation: LaTeX string -> cleaned string (whitespace kept for the tokenizer)
 # ---------------------------------------------------------------------------------------------------------------
 
-_REMOVE = re.compile(r"(\\\\)|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|\\\$|\\[!,;:> ]|\\q?quad|\$|~")
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°")
-_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|textit|mbox|mathrm|mathbf|mathit|operatorname)\s*\{")
+# One table, LaTeX spelling -> the one spelling the parser knows; " " drops a cosmetic. A command matches only as a
+# whole word (\le is not the start of \left).
+_SPELLING = {
+    **dict.fromkeys(["$", "\\$", "~", "\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "\\>",
+                     "\\ ", "\\quad", "\\qquad", "\\%", "%", "\\circ", "\\degree", "°"], " "),
+    "\\\\": "\\\\",  # a matrix row break stays (listed so that "\\," is not read as "\" + "\,")
+    "{,}": ",",  # the braced thousands separator: 14{,}916 (as in MATH's own solutions)
+    **dict.fromkeys(["\\dfrac", "\\tfrac", "\\cfrac"], "\\frac"), **dict.fromkeys(["\\dbinom", "\\tbinom"], "\\binom"),
+    **dict.fromkeys(["\\textnormal", "\\textbf", "\\textrm", "\\textit", "\\mbox", "\\mathrm", "\\mathbf",
+                     "\\mathit", "\\operatorname"], "\\text"),
+    **dict.fromkeys(["\\le", "\\leq", "\\leqslant", "⩽"], "≤"),
+    **dict.fromkeys(["\\ge", "\\geq", "\\geqslant", "⩾"], "≥"),
+    "\\lt": "<", "\\gt": ">", "\\ne": "≠", "\\neq": "≠",
+    "\u2212": "-", "×": "\\times ", "·": "\\cdot ", "π": "\\pi ", "∞": "\\infty ", "√": "\\sqrt ",
+}
+_SPELLING_RE = re.compile("|".join(re.escape(k) + ("(?![a-zA-Z])" if k[1:].isalpha() else "")
+                                   for k in sorted(_SPELLING, key=len, reverse=True)))
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
+_WRAPPER = re.compile(r"\\text\s*\{")
+_RELATION = re.compile(r"[<>≤≥≠]")
 _UNIT_TAIL = re.compile(r"\s+[A-Za-z]{2,}(?:\s+[A-Za-z]+)*(?:\s*\^\s*\{?[23]\}?)?$")
 _WORDS = re.compile(r"[A-Za-z()\s.,'\-]+")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_VAR_EQ = re.compile(r"([A-Za-z](?:_\{?\w+\}?)?)\s*=\s*(.*)", re.S)
+_MATRIX = re.compile(r"[(\[]?\s*\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|\s]*\})?(.*)\\end\{\1\}\s*[)\]]?", re.S)
+# a name on the left of "=": x, a_1, (p, q), f(x), f(3), AB, |AB|, \frac{NO}{BO}, \angle ABC -- no operator
+_NAME = r"[A-Za-z](?:_\{?\w+\}?)?"  # x, a_1, a_{12}
+_LABEL = re.compile(rf"{_NAME}|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\)"  # x, (p, q)
+                    r"|[A-Za-z]\([\w.\s,]*\)"  # f(x), f(3), g(x, y)
+                    r"|[A-Za-z]{2,}|\|[A-Za-z]{2,}\||\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}"  # AB, |AB|, \frac{NO}{BO}
+                    r"|(?:m\s*)?\\(?:angle|overline)\s*\{?\s*[A-Za-z]+\s*\}?")  # \angle ABC, m\angle A, \overline{AB}
 _VAR_IN = re.compile(r"[A-Za-z]\s*\\in\s*")
 _BASE = re.compile(r"([0-9A-Za-z]+)_\{?(\d{1,2})\}?")
 
@@ -174,13 +290,8 @@ def _clean(s):
     """Cosmetic normalisation; returns (cleaned string, is_word). Raises ParseError when out of bounds."""
     if len(s) > MAX_ANSWER_LEN:
         raise ParseError("answer too long")
-    s = s.replace("\u2212", "-").replace("\u00d7", "\\times ").replace("\u00b7", "\\cdot ").replace("\u03c0", "\\pi ")
-    s = s.replace("\u221e", "\\infty ").replace("\u221a", "\\sqrt ")
     s = re.sub(r",\\!\s*", ",", s)  # 11,\! 111 -> 11,111
-    s = _REMOVE.sub(lambda m: m.group(1) or " ", s)  # keeps \\ (matrix row breaks)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s).replace("\\dbinom", "\\binom")
-    s = _DEGREES.sub(" ", s)
-    s = s.replace("\\%", " ").replace("%", " ")
+    s = _SPELLING_RE.sub(lambda m: _SPELLING[m.group(0)], _DEGREES.sub(" ", s))
     s, whole = _unwrap_text(s.strip())
     s = s.strip().rstrip(".").strip()
     if whole:
@@ -190,20 +301,27 @@ def _clean(s):
     m = _UNIT_TAIL.search(s)
     if m and re.search(r"\d", s[:m.start()]):
         s = s[:m.start()].strip()  # "5 cents", "12 square units"
+    # separators between answers: "3 or 5", "(0;0;0)"; "and" too, unless between relations (x > 1 and x < 3
+    # is an intersection, not a list)
+    s = re.sub(r"\s+or\s+|;" if _RELATION.search(s) else r"\s+(?:or|and)\s+|;", ",", s)
     return s, False
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Structure: cleaned string -> value tree of ("expr", src) | ("eq", lhs, rhs) | ("seq", open, close, [values]) |
-# ("set", [values]) | ("union", [values]) | ("matrix", [[src]]) | ("base", digits, base)
+# ("set", [values]) | ("union", [values]) | ("rel", ops, [values]) | ("matrix", [[src]]) | ("base", digits, base)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _split_top(s, sep):
-    """Split s at occurrences of sep outside any bracket (\\{ \\} count as brackets); ParseError when too deep."""
-    parts, depth, start, i = [], 0, 0, 0
+def _split_top(s, *seps, keep=False):
+    """Split s at the separators outside any bracket (\\{ \\} count as brackets); ParseError when too deep.
+    keep=True returns (parts, the separators found)."""
+    parts, found, depth, start, i = [], [], 0, 0, 0
+    firsts = {x[0] for x in seps}
     while i < len(s):
-        if depth == 0 and s.startswith(sep, i):
+        sep = next((x for x in seps if s.startswith(x, i)), None) if depth == 0 and s[i] in firsts else None
+        if sep:
             parts.append(s[start:i])
+            found.append(sep)
             i += len(sep)
             start = i
             continue
@@ -219,13 +337,15 @@ def _split_top(s, sep):
             raise ParseError("nested too deeply")
         i += 1
     parts.append(s[start:])
-    return parts
+    return (parts, found) if keep else parts
 
 
 def _enclosing(s):
     """(open, close, inner) when s is one bracketed group whose first bracket closes at the end, else None."""
     if s.startswith("\\{") and s.endswith("\\}"):
         o, c, inner = "{", "}", s[2:-2]
+    elif s[:1] == "{" and s[-1:] == "}" and len(_split_top(s[1:-1], ",")) > 1:  # {-2021, 2021}: a plain-brace set
+        o, c, inner = "{", "}", s[1:-1]
     elif s[:1] in "([" and s[-1:] in ")]":
         o, c, inner = s[0], s[-1], s[1:-1]
     elif s.startswith("\\langle") and s.endswith("\\rangle"):
@@ -249,14 +369,15 @@ def _expand_pm(s):
 
 
 def _value(s, depth=0):
-    """Cleaned answer -> value tree: matrix, thousands-separated number, union, bracketed group, bare list, base
-    subscript, equation, or else an expression (kept as source text; _sympy parses it when it is compared)."""
+    """Cleaned answer -> value tree: matrix, thousands-separated number, union, bracketed group, bare list (of
+    inequalities: a union), an inequality (an interval or a relation), base subscript, equation, or else an
+    expression (kept as source text; _sympy parses it when it is compared)."""
     s = s.strip()
     if depth > MAX_DEPTH:
         raise ParseError("nested too deeply")
     if not s:
         raise ParseError("empty")
-    m = re.fullmatch(r"\\begin\{([pb]?matrix)\}(.*)\\end\{\1\}", s, re.S)
+    m = _MATRIX.fullmatch(s)
     if m:
         rows = [r for r in (row.strip() for row in m.group(2).split("\\\\")) if r]
         cells = [[c.strip() for c in row.split("&")] for row in rows]
@@ -275,12 +396,17 @@ def _value(s, depth=0):
         o, c, inner = group
         items = _split_top(inner, ",")
         if o == "{":
-            return ("set", [v for p in items for v in _pm_values(p, depth)])
+            return _set([v for p in items for v in _pm_values(p, depth)])
         if len(items) > 1:
             return ("seq", o, c, [_value(p, depth + 1) for p in items])
     items = _split_top(s, ",")
+    if len(items) > 1 and all(_RELATION.search(p) for p in items):  # x < -2, x > 7 (from "or"): a union
+        return ("union", [_value(p, depth + 1) for p in items])
     if len(items) > 1 or "\\pm" in s or "\\mp" in s:
-        return ("set", [v for p in items for v in _pm_values(p, depth)])
+        return _set([v for p in items for v in _pm_values(p, depth)])
+    relation = _relation(s, depth) if _RELATION.search(s) else None
+    if relation:
+        return relation
     m = _BASE.fullmatch(s)
     if m and re.search(r"\d", m.group(1)) and 2 <= int(m.group(2)) <= 36:
         return ("base", m.group(1).lstrip("0") or "0", int(m.group(2)))
@@ -290,6 +416,51 @@ def _value(s, depth=0):
     if len(sides) > 2:
         raise ParseError("chained equation")
     return ("expr", s)
+
+
+_FLIP = {">": "<", "≥": "≤"}
+
+
+def _relation(s, depth):
+    """An inequality or a chain of them -> an interval when it bounds one letter (-2 ≤ x ≤ 7 = [-2,7],
+    x > 3 = (3, \\infty), x ≠ 2 = (-\\infty, 2) ∪ (2, \\infty)), else ("rel", ops, values); None when there is
+    no relation at the top."""
+    parts, ops = _split_top(s, "<", ">", "≤", "≥", "≠", keep=True)
+    if not ops:
+        return None
+    if all(o in ">≥" for o in ops):  # a > b ≥ c  ->  c ≤ b < a
+        parts, ops = parts[::-1], [_FLIP[o] for o in reversed(ops)]
+    parts = [p.strip() for p in parts]
+    if any(not p for p in parts):
+        raise ParseError("relation without a side")
+    var = [bool(re.fullmatch(_NAME, p)) for p in parts]
+    bracket = {"<": ("(", ")"), "≤": ("[", "]")}
+    if len(parts) == 3 and var[1] and all(o in "<≤" for o in ops) and _ordered(*parts[::2]):
+        lo, hi = _value(parts[0], depth + 1), _value(parts[2], depth + 1)
+        return ("seq", bracket[ops[0]][0], bracket[ops[1]][1], [lo, hi])
+    if len(parts) == 2 and var in ([True, False], [False, True]):
+        a = _value(parts[var[0]], depth + 1)  # the side that is not the letter
+        low, high = ("expr", "-\\infty"), ("expr", "\\infty")
+        if ops[0] == "≠":  # x ≠ a -> (-\infty, a) ∪ (a, \infty)
+            return ("union", [("seq", "(", ")", [low, a]), ("seq", "(", ")", [a, high])])
+        if var[0]:  # x < a -> (-\infty, a)
+            return ("seq", "(", bracket[ops[0]][1], [low, a])
+        return ("seq", bracket[ops[0]][0], ")", [a, high])
+    return ("rel", tuple(ops), [_value(p, depth + 1) for p in parts])
+
+
+def _ordered(lo, hi):
+    """False when lo < hi is false for two numbers: 8 < x < -2 is empty, not the point (8, -2)."""
+    a, b = _sympy(lo), _sympy(hi)
+    if not (a.is_number and b.is_number):
+        return True
+    d = sympy.N(b - a, 15)  # a fixed precision, not sympy's open-ended a < b: this runs outside the worker
+    return bool(d.is_extended_real and d > 0)
+
+
+def _set(values):
+    """An unordered answer list; identical elements are kept once (they would only be compared again)."""
+    return ("set", list({repr(v): v for v in values}.values()))
 
 
 def _pm_values(p, depth):
@@ -701,29 +872,36 @@ def _expr_equal(a_src, b_src, deadline):
 
 
 def _same_set(ps, gs, deadline):
-    if len(ps) != len(gs):
-        return False
-    unused = list(ps)
-    for g in gs:
-        match = next((p for p in unused if _equal(p, g, deadline)), None)
-        if match is None:
+    """Unordered, and a repeat adds nothing (3, 5, 7, 7 = 3, 5, 7): each element equals one of the other side."""
+    matched = set()
+    for i, p in enumerate(ps):  # every p equals some g, the same position tried first (lists often agree) ...
+        j = next((j for j in (*range(i, len(gs)), *range(min(i, len(gs)))) if _equal(p, gs[j], deadline)), None)
+        if j is None:
             return False
-        unused.remove(match)
-    return True
+        matched.add(j)
+    # ... and every g not matched yet equals some p
+    return all(any(_equal(p, g, deadline) for p in ps) for j, g in enumerate(gs) if j not in matched)
+
+
+@lru_cache(maxsize=8192)
+def _label(lhs):
+    """The left side of an equation without spaces when it is a name ("x", "(p, q)", "f(x)", "AB", "|AB|",
+    "\\frac{NO}{BO}"): the equation is then a labelled answer. None otherwise."""
+    return re.sub(r"\s+", "", lhs) if _LABEL.fullmatch(lhs.strip()) else None
 
 
 def _equal(p, g, deadline):
     if time.monotonic() > deadline:
         return False
     kp, kg = p[0], g[0]
-    if kp == "eq" and kg != "eq" and _VAR_EQ.fullmatch(f"{p[1]}={p[2]}"):
-        return _equal(_value(p[2]), g, deadline)  # x = 5 against 5
-    if kg == "eq" and kp != "eq" and _VAR_EQ.fullmatch(f"{g[1]}={g[2]}"):
+    lp = _label(p[1]) if kp == "eq" else None
+    lg = _label(g[1]) if kg == "eq" else None
+    if lp and (kg != "eq" or lp == lg):
+        return _equal(_value(p[2]), g if kg != "eq" else _value(g[2]), deadline)  # x = 5 against 5
+    if lg and kp != "eq":
         return _equal(p, _value(g[2]), deadline)
-    if kp == "set" and len(p[1]) == 1 and kg != "set":
-        return _equal(p[1][0], g, deadline)
-    if kg == "set" and len(g[1]) == 1 and kp != "set":
-        return _equal(p, g[1][0], deadline)
+    if (kp == "set") != (kg == "set"):  # an answer and a list of answers: {3} = 3, 3, 3 = 3
+        return _same_set(p[1] if kp == "set" else [p], g[1] if kg == "set" else [g], deadline)
     if kp == "matrix" and kg == "seq" and g[1:3] == ("(", ")"):
         return _vector(p) is not None and _equal(_vector(p), g, deadline)
     if kg == "matrix" and kp == "seq" and p[1:3] == ("(", ")"):
@@ -735,9 +913,14 @@ def _equal(p, g, deadline):
     if kp == "expr":
         return _expr_equal(p[1], g[1], deadline)
     if kp == "eq":
-        if _expr_equal(p[1], g[1], deadline) and _expr_equal(p[2], g[2], deadline):
-            return True
-        return _ask_worker(("eq", (p[1], p[2]), (g[1], g[2])), deadline)
+        try:
+            if _expr_equal(p[1], g[1], deadline) and _expr_equal(p[2], g[2], deadline):
+                return True
+            return _ask_worker(("eq", (p[1], p[2]), (g[1], g[2])), deadline)
+        except ParseError:  # (p, q) = (3, 2) against (q, p) = (2, 3): different labels, and no expressions
+            return False
+    if kp == "rel":
+        return p[1] == g[1] and all(_equal(x, y, deadline) for x, y in zip(p[2], g[2]))
     if kp == "seq":
         return p[1:3] == g[1:3] and len(p[3]) == len(g[3]) and all(
             _equal(x, y, deadline) for x, y in zip(p[3], g[3]))
@@ -766,40 +949,3 @@ def _base_equal(p, g):
         return None, None
     (dp, bp), (dg, bg) = digits(p), digits(g)
     return dp is not None and dp == dg and (bp is None or bg is None or bp == bg)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------------------------
-
-def is_equiv(pred, gold):
-    """True when pred and gold are the same mathematical answer (rules in the module docstring). Never raises."""
-    deadline = time.monotonic() + TIME_LIMIT
-    try:
-        if pred is None or gold is None:
-            return False
-        pred, gold = str(pred), str(gold)
-        if pred.strip() == gold.strip():
-            return True
-        if len(pred) > MAX_ANSWER_LEN or len(gold) > MAX_ANSWER_LEN:
-            return False
-        kp, is_word_p, wp, vp = _parse(pred)
-        kg, is_word_g, wg, vg = _parse(gold)
-        if kp == kg:  # normalised strings equal
-            return True
-        if is_word_p or is_word_g:
-            return wp == wg
-        if vp is None or vg is None:
-            return False
-        return bool(_equal(vp, vg, deadline))
-    except Exception:  # ParseError, RecursionError, TypeError from odd structures, MemoryError, ...
-        return False
-
-
-def math_reward(completion, gold):
-    """1.0 when the completion's extracted final answer is equivalent to gold, else 0.0. No format bonus."""
-    try:
-        answer = extract_answer(completion)
-        return 1.0 if answer is not None and is_equiv(answer, gold) else 0.0
-    except Exception:
-        return 0.0

@@ -4,11 +4,17 @@ Every label below was written by hand from the rules in reward.py's docstring, n
 """
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
+from benchmarks import diff_mathverify
+from conftest import REPO
 from reward import extract_answer, is_equiv, math_reward
+
+MATRIX_2X2 = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
 
 # (gold, prediction, expected)
 PAIRS = [
@@ -60,7 +66,7 @@ PAIRS = [
     # unordered answer lists and sets
     ("3, 5, 7", "7,5,3", True), ("3, 5, 7", "3,5", False), ("3, 5, 7", "\\{3,5,7\\}", True), ("-2,1", "1,-2", True),
     ("1,-2", "1,2", False), ("\\{1\\pm\\sqrt{5},-2\\}", "-2, 1-\\sqrt5, 1+\\sqrt5", True),
-    ("\\{1\\pm\\sqrt{5},-2\\}", "1+\\sqrt5, 1-\\sqrt5", False), ("3, 5, 7", "3, 5, 7, 7", False), ("2", "\\{2\\}", True),
+    ("\\{1\\pm\\sqrt{5},-2\\}", "1+\\sqrt5, 1-\\sqrt5", False), ("3, 5, 7", "3, 5, 7, 7", True), ("2", "\\{2\\}", True),
     ("x=1, x=2", "2, 1", True),
     # \pm
     ("1 \\pm \\sqrt{19}", "1+\\sqrt{19}, 1-\\sqrt{19}", True), ("3 \\pm 2 \\sqrt{2}", "3-2\\sqrt{2},3+2\\sqrt2", True),
@@ -97,6 +103,46 @@ PAIRS = [
     ("\\cot x", "\\tan x", False), ("\\frac{11+9a}{20}", "\\frac{11}{20}+\\frac{9a}{20}", True),
     ("-13x+3", "3-13x", True), ("15x - 80", "5(3x-16)", True), ("x^2-1", "(x-1)(x+2)", False),
     ("\\sin^2 x + \\cos^2 x", "1", True), ("2\\sin x \\cos x", "\\sin(2x)", True),
+    # inequalities and relations; a bounded letter is an interval
+    ("x \\in [-2,7]", "-2 \\le x \\le 7", True), ("[-2,7]", "-2 \\leq x \\leq 7", True), ("(0,1)", "0 < x < 1", True),
+    ("(0,1)", "0 \\lt x \\lt 1", True), ("(0,1]", "0 < x \\le 1", True), ("(0,1)", "0 \\le x < 1", False),
+    ("[-2,7]", "-2 \\le x < 7", False), ("(-\\infty, 5]", "x \\le 5", True), ("(-\\infty, 5)", "x \\le 5", False),
+    ("x \\le 5", "x < 5", False), ("x \\geq 3", "x \\ge 3", True), ("x \\geq 3", "x > 3", False),
+    ("x > 3", "3 < x", True),
+    ("5 \\ge x", "x \\le 5", True), ("(3, \\infty)", "x > 3", True), ("[3, \\infty)", "x > 3", False),
+    ("x \\ge 3", "x \\le 3", False), ("x < 5", "5", False), ("x \\neq 2", "x \\ne 2", True),
+    ("x \\neq 2", "x \\neq -2", False),
+    ("(-\\infty, 2) \\cup (2, \\infty)", "x \\neq 2", True), ("(-\\infty, 2) \\cup (2, \\infty)", "x \\ne 3", False),
+    ("(8,-2)", "8 < x < -2", False), ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 \\text{ or } x > 7", True),
+    ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 or x \\ge 7", False), ("(1,3)", "x > 1 and x < 3", False),
+    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True),
+    ("a \\le b \\le c", "c \\ge b \\ge a", True),
+    ("a \\le b \\le c", "a \\le b < c", False), ("[a,b]", "(a,b)", False), ("[a,b]", "a \\le x \\le b", True),
+    ("[a,b]", "a < x \\le b", False),
+    ("(1,5)", "1 < 2x < 5", False), ("(-\\infty, 3) \\cup (1, \\infty)", "x > 1 and x < 3", False),
+    # labelled answers: a name on the left is dropped, an equation on the left is not
+    ("(3,2)", "(p,q) = (3,2)", True), ("(3,2)", "(p, q) = (2, 3)", False), ("(p,q) = (3,2)", "(p,q)=(3.0, 2)", True),
+    ("(5,8),(8,5)", "(x, y) = (5, 8) \\text{ and } (8, 5)", True), ("(5,8),(8,5)", "(x, y) = (5, 8) and (8, 5)", True),
+    ("(5,8),(8,5)", "(x, y) = (5, 8)", False), ("x^2", "f(x) = x^2", True), ("x^2", "f(x) = x^3", False),
+    ("9", "f(3) = 9", True), ("4", "AB = 4", True), ("4", "AB = 5", False), ("1", "|AB| = 1", True),
+    ("\\frac{1}{3}", "\\frac{NO}{BO} = \\frac{1}{3}", True), ("\\frac{1}{3}", "\\frac{NO}{BO} = 3", False),
+    ("3", "|x| = 3", False), ("30", "\\angle ABC = 30^\\circ", True), ("(1,2,3)", "(a, b, c) = (1, 2, 3)", True),
+    ("(1,2,3)", "(a, b, c) = (1, 3, 2)", False),
+    ("4", "2x = 4", False), ("5", "x + y = 5", False), ("6", "x(x+1) = 6", False), ("y = 2x+3", "y = 3 + 2x", True),
+    ("5", "x = 2 + 3 = 5", False),
+    # LaTeX spellings
+    ("14916", "14{,}916", True), ("14916", "14{,}915", False), ("3.5", "3{,}5", False),
+    ("\\frac{1}{2}", "\\cfrac{1}{2}", True),
+    ("\\text{east}", "\\textnormal{east}", True),
+    (MATRIX_2X2, "\\left[\\begin{array}{cc} 1 & 2 \\\\ 3 & 4 \\end{array}\\right]", True),
+    (MATRIX_2X2, "\\left[\\begin{array}{cc} 1 & 2 \\\\ 4 & 3 \\end{array}\\right]", False),
+    ("\\{-2021, 2021\\}", "{-2021, 2021}", True), ("\\{-2021, 2021\\}", "{-2021, 2020}", False),
+    ("(0,0,0)", "(0;0;0)", True),
+    ("(0,0,0)", "(0;0;1)", False), ("-12, -11", "-12;-11", True), ("3, 5", "3 or 5", True),
+    ("3, 5", "3 \\text{ or } 5", True),
+    ("3, 5", "x = 3 or x = 5", True), ("3, 5", "3 and 5", True), ("3", "3 or 5", False),
+    # a repeat adds nothing to an answer list or set; a list is never one of its candidates
+    ("\\{1, 2\\}", "\\{1, 2, 2\\}", True), ("3", "3, 3", True), ("3", "3, 5", False), ("3, 5", "3, 3", False),
 ]
 
 
@@ -115,6 +161,11 @@ def test_math_reward_boxes_and_scores():
     assert math_reward("We get \\boxed{0.333}.", "\\frac13") == 0.0
     assert math_reward("no box and no answer line", "5") == 0.0
     assert math_reward(None, "5") == 0.0
+    # several boxes: together the answer, but never a list of candidates against one of them
+    assert math_reward("\\boxed{1} and \\boxed{2} and \\boxed{3}", "\\{1,2,3\\}") == 1.0
+    assert math_reward("\\boxed{3} or \\boxed{5}", "3") == 0.0
+    assert math_reward("$\\boxed{3}$, $\\boxed{5}$", "5") == 0.0
+    assert math_reward("we get \\boxed{3} first, so the answer is \\boxed{5}", "5") == 1.0
 
 
 # extraction: (text, expected answer)
@@ -141,12 +192,52 @@ EXTRACTION = [
     ("Working...\nAnswer: 17\n", "17"),
     ("the final answer is (1, 2)", "(1, 2)"),
     ("a box beats the line: the final answer is 3 but \\boxed{4}", "4"),
+    # boxes joined by nothing but , ; and or are one answer list; after other words the last box stands alone
+    ("\\boxed{1} and \\boxed{2} and \\boxed{3}", "1, 2, 3"),
+    ("$\\boxed{-1}$, $\\boxed{4}$.", "-1, 4"),
+    ("\\boxed{3} or \\boxed{5}", "3, 5"),
+    ("\\boxed{1}; \\boxed{2}", "1, 2"),
+    ("First \\boxed{12}, and then the total is \\boxed{9}.", "9"),
+    ("\\boxed{1} \\boxed{2}", "2"),
+    ("\\boxed{} and \\boxed{2}", "2"),
+    # the fallback takes the math of a sentence, not the sentence
+    ("Final Answer: The largest $n$ is 34.", "34"),
+    ("Answer: The smallest value is $\\frac{1}{2}$. I hope", "\\frac{1}{2}"),
+    ("Final Answer: $x = 5$", "x = 5"),
+    ("Answer: $x$ is $5$.", "5"),
+    ("Final Answer: The value of $3.5x$ is 7. It is correct.", "7"),
+    ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),
 ]
 
 
 @pytest.mark.parametrize("text, expected", EXTRACTION)
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+# Disagreements with Math-Verify 0.9.0 found by benchmarks/diff_mathverify.py, each judged by hand:
+# (gold, completion, our reward, Math-Verify's verdict, why we are right)
+MATH_VERIFY_CASES = [
+    ("\\frac{14}{3}", "\\boxed{4.666667}", 0.0, True, "a 6-digit rounding is not the exact answer"),
+    ("\\frac{1}{3}", "\\boxed{0.3333333333}", 0.0, True, "a rounding, however long, is not 1/3"),
+    ("4", "\\boxed{2x = 4}", 0.0, True, "an equation in x says x = 2; its right side is no label's value"),
+    ("5", "\\boxed{x = 2 + 3 = 5}", 0.0, True, "a chain also asserts 2 + 3 = 5: not graded, so refused"),
+    ("9", "First \\boxed{12}, and then the total is \\boxed{9}.", 1.0, False,
+     "12 is an intermediate result: words stand between the boxes"),
+    ("(-1,6)", "\\boxed{-1 < x < 6}", 1.0, False, "the interval (-1, 6) written as an inequality"),
+    ("(3,4]", "\\boxed{3 < x \\le 4}", 1.0, False, "the interval (3, 4] written as an inequality"),
+    ("(2,\\infty)", "\\boxed{x > 2}", 1.0, False, "the interval (2, oo) written as an inequality"),
+    ("(-\\infty, 0]", "\\boxed{x \\le 0}", 1.0, False, "the interval (-oo, 0] written as an inequality"),
+    ("[-2,7]", "\\boxed{-2 \\le x \\le 7}", 1.0, False, "the interval [-2, 7] written as an inequality"),
+    ("(15,-29)", "\\boxed{[15, -29]}", 0.0, True, "a point is not an (empty) closed interval"),
+    ("1 \\pm \\sqrt{19}", "\\boxed{AB = 1 \\pm \\sqrt{19}}", 1.0, False, "a labelled answer is its value"),
+    ("x=5", "\\boxed{2(x) = 2(5)}", 1.0, False, "the same equation times 2"),
+]
+
+
+@pytest.mark.parametrize("gold, completion, ours, theirs, why", MATH_VERIFY_CASES)
+def test_decided_differently_from_math_verify(gold, completion, ours, theirs, why):
+    assert math_reward(completion, gold) == ours
 
 
 def test_extract_answer_rejects_non_strings():
@@ -278,6 +369,21 @@ HOSTILE = [
     "\\log(0)",
     "\\tan(\\pi/2)",
     "x_{x_{x_{x}}}",
+    # the relation, label, list and several-box rules
+    "<" * 5000,
+    "x" + " < x" * 400,
+    "\\le" * 300,
+    "0 < x < " * 100 + "1",
+    "\\sin(10^{4000}) < x < \\cos(10^{4000})",
+    "2^{10000} < x < 2^{10001}",
+    "{" + ",".join(["1"] * 400) + "}",
+    ",".join(f"x_{i}" for i in range(300)),
+    ";" * 5000,
+    " or ".join(["x"] * 200),
+    "\\boxed{1}, " * 3000,
+    "(x,y) = " * 100 + "(1,2)",
+    "f(" * 300 + "x" + ")" * 300 + " = 1",
+    "\\left[\\begin{array}{" + "c" * 500 + "}" + "1 & " * 499 + "1\\end{array}\\right]",
 ]
 HOSTILE_GOLDS = ["5", "\\frac{1}{2}", "x^2+1", "(1,2)", "\\text{east}"]
 
@@ -322,3 +428,24 @@ def test_timeout_kills_the_worker_and_recovers(warm_worker, monkeypatch):
 def test_never_raises_on_odd_types():
     assert is_equiv(None, "5") is False and is_equiv("5", None) is False
     assert is_equiv(5, "5") is True and math_reward(b"\\boxed{5}", "5") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The variants of benchmarks/diff_mathverify.py (re-spellings, labels, inequalities, several boxes, near misses of
+# every benchmark gold answer), each against the verdict it has by construction; Math-Verify is not needed here
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_generated_variants_score_as_constructed(shared_data):
+    cases = [(gold, *v) for _, gold in diff_mathverify.load_golds(shared_data)
+             for v in diff_mathverify.variants(gold)]
+    labelled = [(gold, kind, completion, e) for gold, kind, completion, e in cases if e is not None]
+    assert len(labelled) >= 7000 and sum(not e for *_, e in labelled) >= 2000
+    wrong = [(kind, gold, completion) for gold, kind, completion, e in labelled
+             if math_reward(completion, gold) != float(e)]
+    assert not wrong
+
+
+def test_diff_mathverify_skips_cleanly_without_math_verify():
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "diff_mathverify.py"), "--mv-python",
+                             "/nonexistent/python"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "skipped" in result.stdout
