@@ -149,8 +149,8 @@ MUTANTS = [
          new="return 1.0 - (1.0 - c / n) ** k"),
     dict(name="first-boxed-answer", file="reward.py", tests=["tests/test_reward.py", "-k", "extract_answer"],
          bug="the first \\boxed{} of a completion is graded instead of the last",
-         old="i = boxes[-1].end()",
-         new="i = boxes[0].end()"),
+         old="answer, _ = _box_content(text, boxes[-1])",
+         new="answer, _ = _box_content(text, boxes[0])"),
 ]
 
 
