@@ -27,9 +27,9 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
 
 ETR_TOY_SEED=N picks the pre-training seed (initial weights and data order; default 1234), a stand-in for a
 different CPU. The cache directory is named after a hash of everything that changes the result: this file
-(the recipe), the plain prompt template, the seed, and the torch and transformers versions. A changed recipe
-rebuilds instead of loading a stale model. The build is deterministic on one machine (fixed seeds, the
-caller's RNG untouched).
+(the recipe), rollout.py and reward.py (the criterion samples and grades with them), the plain prompt template,
+the seed, and the torch and transformers versions. A changed recipe rebuilds instead of loading a stale model.
+The build is deterministic on one machine (fixed seeds, the caller's RNG untouched).
 """
 import hashlib
 import json
@@ -197,13 +197,16 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(seed: int) -> str:
-    """Hash of everything that changes the built toy: the recipe (this file), the prompt template, the seed and
-    the library versions (their kernels round differently)."""
+    """Hash of everything that changes the built toy: the recipe (this file), the code it runs (rollout.py samples
+    and prompts for the criterion, reward.py grades it), the prompt template, the seed, and the torch and
+    transformers versions (their kernels round differently)."""
     import transformers
 
-    recipe = b"\0".join([Path(__file__).read_bytes(), PROMPT_TEMPLATES["plain"].encode(), str(seed).encode(),
-                          torch.__version__.encode(), transformers.__version__.encode()])
-    return hashlib.sha256(recipe).hexdigest()[:12]
+    here = Path(__file__).resolve().parent
+    parts = [(here / name).read_bytes() for name in ("toy.py", "rollout.py", "reward.py")]
+    parts += [PROMPT_TEMPLATES["plain"].encode(), str(seed).encode(), torch.__version__.encode(),
+              transformers.__version__.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:12]
 
 
 def build_toy(cache_dir: str | Path | None = None, force: bool = False) -> Path:

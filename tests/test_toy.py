@@ -152,16 +152,25 @@ def test_sampled_accuracy_is_the_verified_fraction_with_common_random_numbers(ti
     assert seen["prompts"] == [rollout.build_prompt(q, tokenizer, "plain") for q, _, _ in problems]
 
 
-def test_cache_key_covers_seed_recipe_and_template(monkeypatch, tmp_path):
+def test_cache_key_covers_seed_recipe_code_and_template(monkeypatch, tmp_path):
     key = toy.cache_key(1234)
     assert toy.cache_key(1234) == key and toy.cache_key(1) != key
-    changed = tmp_path / "toy.py"
-    changed.write_text(open(toy.__file__).read().replace("TARGET_ACCURACY = ", "TARGET_ACCURACY = 0.01 + "))
-    monkeypatch.setattr(toy, "__file__", str(changed))
-    assert toy.cache_key(1234) != key  # another recipe
-    monkeypatch.undo()
+    for name in ("toy.py", "rollout.py", "reward.py"):  # the recipe, and the code the criterion runs
+        copy = tmp_path / name.replace(".py", "")
+        copy.mkdir()
+        for other in ("toy.py", "rollout.py", "reward.py"):
+            text = (toy.Path(toy.__file__).parent / other).read_text()
+            (copy / other).write_text(text + ("\n# changed\n" if other == name else ""))
+        monkeypatch.setattr(toy, "__file__", str(copy / "toy.py"))
+        assert toy.cache_key(1234) != key, name
+        monkeypatch.undo()
+    assert toy.cache_key(1234) == key
     monkeypatch.setitem(toy.PROMPT_TEMPLATES, "plain", "{problem}\nAnswer:")
     assert toy.cache_key(1234) != key  # another prompt
+    monkeypatch.undo()
+    import transformers
+    monkeypatch.setattr(transformers, "__version__", "0.0.1")
+    assert toy.cache_key(1234) != key  # another library version
 
 
 def test_toy_seed_from_the_environment(monkeypatch):
