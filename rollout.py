@@ -51,7 +51,7 @@ def resolve_model_name(name: str) -> str:
     return by_lower.get(name.lower(), name)
 
 
-MIN_TRANSFORMERS = "4.51.0"  # the oldest transformers this code runs with (CI's oldest-versions check); = requirements.txt
+MIN_TRANSFORMERS = "4.51.3"  # the oldest transformers this code runs with (CI's oldest-versions check); = requirements.txt
 
 
 def load_model(name: str, device: str | None = None, gradient_checkpointing: bool = False, dtype=None):

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_logprobs.py                      # Qwen's vocabulary, batch 4 x 1024 tokens, CPU
     python benchmarks/bench_logprobs.py --no-grad-pass       # forward only (skips forward + backward)
+    python benchmarks/bench_logprobs.py --autocast           # ours alone, under bf16 autocast (train.py on CUDA)
 
 What is measured: rollout.completion_logprobs itself, the function train.py calls, on a stand-in model whose
 base_model(...) returns a fixed random final hidden state [B, 1 + T, H] (H = 896, as Qwen2.5-0.5B) and whose
@@ -16,6 +17,8 @@ not see torch's allocations. "fwd" runs without grad (rollout.score); "fwd+bwd" 
 state and the output matrix, then backward of the summed log-probs (train.py's update). The values of both
 sides are compared with each other and with a float64 computation at the first REF_POSITIONS tokens of each row;
 the target (<= 1e-5) is checked against float64, since the naive fp32 entropy -sum(p log p) is itself ~1e-5 off.
+--autocast runs ours alone under torch.autocast("cpu", dtype=torch.bfloat16), as train.py runs it on CUDA: the
+memory the fp32 lm_head chunk costs there, and the check that autocast does not round the log-probs.
 """
 import argparse
 import json
@@ -83,7 +86,7 @@ def float64_reference(positions: int):
     return logp, -(logp_all.exp() * logp_all).sum(-1)
 
 
-def worker(variant: str, grad: bool, repeats: int, out_file: str):
+def worker(variant: str, grad: bool, repeats: int, out_file: str, autocast: bool):
     """One (variant, pass) in this fresh process: -> JSON with peak memory, times and the values."""
     import torch
     import rollout
@@ -101,7 +104,7 @@ def worker(variant: str, grad: bool, repeats: int, out_file: str):
         base = rss_kb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
         start = time.perf_counter()
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logp, entropy = fn(*args, temperature=1.0, with_entropy=True)
             if grad:
                 logp.sum().backward()
@@ -114,11 +117,11 @@ def worker(variant: str, grad: bool, repeats: int, out_file: str):
     Path(out_file).write_text(json.dumps({"peak_mb": peak / 1024, "seconds": statistics.median(times), **result}))
 
 
-def measure(variant: str, grad: bool, repeats: int) -> dict:
+def measure(variant: str, grad: bool, repeats: int, autocast: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out_file = os.path.join(tmp, "result.json")
         subprocess.run([sys.executable, __file__, "--worker", variant, "--grad", str(int(grad)),
-                        "--repeats", str(repeats), "--out", out_file], check=True)
+                        "--repeats", str(repeats), "--out", out_file] + ["--autocast"] * autocast, check=True)
         return json.loads(Path(out_file).read_text())
 
 
@@ -126,28 +129,35 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=1, help="timed calls per variant; memory is the max (default: 1)")
     p.add_argument("--no-grad-pass", action="store_true", help="skip the forward + backward measurement")
+    p.add_argument("--autocast", action="store_true",
+                   help="ours alone, under bf16 autocast: its peak memory and its error (no naive side)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--grad", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, bool(args.grad), args.repeats, args.out)
+        return worker(args.worker, bool(args.grad), args.repeats, args.out, args.autocast)
 
     import rollout
     import torch
     print(f"vocab {VOCAB:,}, hidden {HIDDEN}, batch {BATCH} x {SEQ} tokens, rollout.CHUNK_ROWS {rollout.CHUNK_ROWS}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
+          + (", bf16 autocast" if args.autocast else ""))
     print(f"{'pass':8} {'variant':6} {'peak MB':>9} {'seconds':>8}")
     ref_logp, ref_entropy = float64_reference(REF_POSITIONS)  # [B, n], [B, n]
     ok = True
     for grad in [False] + ([] if args.no_grad_pass else [True]):
         name = "fwd+bwd" if grad else "fwd"
-        results = {"ours": measure("ours", grad, args.repeats), "naive": measure("naive", grad, args.repeats)}
+        variants = ["ours"] if args.autocast else ["ours", "naive"]
+        results = {v: measure(v, grad, args.repeats, args.autocast) for v in variants}
         for variant, r in results.items():
             logp, entropy = torch.tensor(r["logp"]), torch.tensor(r["entropy"])  # [B, T]
             r["d_ref"] = max((logp[:, :REF_POSITIONS] - ref_logp).abs().max().item(),
                              (entropy[:, :REF_POSITIONS] - ref_entropy).abs().max().item())
             print(f"{name:8} {variant:6} {r['peak_mb']:9.0f} {r['seconds']:8.2f}   max |diff| to float64 {r['d_ref']:.1e}")
+        if args.autocast:
+            ok &= results["ours"]["d_ref"] <= 1e-5
+            continue
         ours, naive = results["ours"], results["naive"]
         d_logp = (torch.tensor(ours["logp"]) - torch.tensor(naive["logp"])).abs().max().item()
         d_ent = (torch.tensor(ours["entropy"]) - torch.tensor(naive["entropy"])).abs().max().item()

@@ -51,6 +51,19 @@ def test_load_failure_is_one_line_naming_the_fix(name, monkeypatch):
     assert "--model" in message
 
 
+def test_transformers_older_than_the_bound_is_one_line_naming_the_fix(tiny_model_dir, monkeypatch):
+    """requirements.txt's bound is load_model's (and .ci/oldest installs exactly it); an older transformers is
+    refused before it can fail with a raw traceback (4.51.0, or 4.55 with dtype=, did: issue 14)."""
+    import transformers
+    from pathlib import Path
+    requirements = (Path(rollout.__file__).parent / "requirements.txt").read_text().splitlines()
+    assert f"transformers>={rollout.MIN_TRANSFORMERS}" in requirements
+    monkeypatch.setattr(transformers, "__version__", "4.51.0")
+    with pytest.raises(UserError) as e:
+        rollout.load_model(str(tiny_model_dir), device="cpu")
+    assert "\n" not in str(e.value) and f"pip install 'transformers>={rollout.MIN_TRANSFORMERS}'" in str(e.value)
+
+
 # ---------------------------------------------------------------------------------------------- prompts
 
 def test_prompt_templates(tiny):
