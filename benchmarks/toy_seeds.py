@@ -35,12 +35,6 @@ import toy  # noqa: E402
 EVAL_FLAGS = ["--model", "toy", "--data", "toy", "--n", "8", "--temperature", "1", "--max-new-tokens", "32"]
 
 
-def gain(run: Path) -> float:
-    """Mean reward of the last 10 steps minus that of the first 10."""
-    runs = [plot.read_metrics(run)]
-    return plot.window_mean(runs, "reward_mean", last=10)[0] - plot.window_mean(runs, "reward_mean", first=10)[0]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 epilog="Other flags are passed to every train.py run (python train.py --help).")
@@ -69,7 +63,7 @@ def main(argv=None):
             run = args.out / f"s{seed}" / algo
             t0 = time.perf_counter()
             compare.run_train(run, ["--algo", algo, "--out", str(run), *extra], steps, f"[seed {seed}]", t_start, env)
-            row[algo] = (gain(run), time.perf_counter() - t0)
+            row[algo] = (plot.gain(plot.read_metrics(run)), time.perf_counter() - t0)
         rows.append(row)
 
     print(f"\n| ETR_TOY_SEED | pre-training steps | exact-match prob. | start (sampled acc.) | "
