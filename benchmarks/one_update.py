@@ -147,7 +147,7 @@ def summary(tokens: dict, update: int) -> dict:
 
 
 def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
-    """Per algorithm: rho (log scale) against A per token, jittered, the bounds of each sample as short lines,
+    """Per algorithm: rho against A per token, jittered, the bounds of each sample as short lines,
     clipped tokens marked; per ERC algorithm a second panel: the entropy ratio against rho, masked tokens marked."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -173,7 +173,6 @@ def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
             idx = torch.tensor(list(first.values()))
             for sign, bound in ((-1, 1 - t["eps_low"][idx]), (1, 1 + t["eps_high"][idx])):
                 ax.hlines(bound, t["adv"][idx] - 0.06, t["adv"][idx] + 0.06, color="black", lw=1)
-            ax.set_yscale("log")
             ax.set_xlabel("advantage A (jittered)")
             ax.set_ylabel("rho = pi_theta / pi_old")
             ax.set_title(f"{algo}: rho vs A, bounds per sample")
@@ -185,7 +184,6 @@ def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
                        label=f"masked: no gradient ({masked.float().mean():.1%})")
             for v in (1 - cfg.erc_beta_low, 1 + cfg.erc_beta_high):
                 ax.axhline(v, color="black", lw=1)
-            ax.set_xscale("log")
             ax.set_xlabel("rho = pi_theta / pi_old")
             ax.set_ylabel("entropy ratio H_theta / H_old")
             ax.set_title(f"{algo}: entropy ratio vs rho")

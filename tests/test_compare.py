@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from benchmarks import plot
+from conftest import REPO
 
 
 def write_run(root, name, rows, tail=""):
@@ -161,3 +162,33 @@ def test_ci_table_rows_and_paired_differences(tmp_path):
     assert "| +0.200 [-0.048, +0.448] |" in etr
     assert "| +0.100 [+0.100, +0.100] * |" in dapo
     assert etr.endswith("| 0.500 [0.500, 0.500] | +0.000 [+0.000, +0.000] |")
+
+
+# --------------------------------------------------------------------------------------------- sweep.py and --regime
+
+def test_sweep_row_by_hand(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))  # sweep imports its siblings (compare, plot) by name
+    import sweep
+    records = rows([0.2, 0.4, 0.6], entropy=[0.9, 0.6, 0.3], clip_frac_low=[0.0, 0.01, 0.02],
+                   clip_frac_high=[0.0, 0.03, 0.03], ratio_max=[1.0, 1.8, 1.5], gen_seconds=[1.0, 1.0, 1.5],
+                   train_seconds=[0.5, 0.5, 0.5])
+    r = sweep.run_row(records, n=2)
+    assert r["clip"] == pytest.approx(0.03)  # (0 + .04 + .05) / 3
+    assert (r["entropy_first"], r["entropy_last"]) == pytest.approx((0.75, 0.45))
+    assert (r["reward_first"], r["gain"]) == pytest.approx((0.3, 0.2))  # .5 - .3
+    assert (r["ratio_max"], r["seconds"]) == pytest.approx((1.8, 5.0))
+
+
+def test_regime_flags_come_first_and_flags_given_win(monkeypatch, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+    started = []
+    monkeypatch.setattr(compare, "run_train", lambda run, flags, *rest, **kw: started.append((run, flags)))
+    monkeypatch.setattr(compare.plot, "main", lambda argv: None)
+    monkeypatch.setitem(compare.REGIMES, "test", ["--mini-batches", "8", "--lr", "3e-4"])
+    monkeypatch.chdir(tmp_path)
+    compare.main(["--regime", "test", "--algos", "grpo", "--seeds", "0", "--lr", "1e-3"])
+    (run, flags), = started
+    assert run == tmp_path.joinpath("runs/compare-test/grpo-s0").relative_to(tmp_path)
+    args = compare.train.resolve_args(compare.train.parse_args(flags))
+    assert (args.mini_batches, args.lr) == (8, 1e-3)
