@@ -85,8 +85,8 @@ def main(argv=None):
         print(f"| {m * e} | {m} | {e} | {lr:g} | {r['clip']:.4f} | {r['entropy_first']:.3f} | {r['entropy_last']:.3f} | "
               f"{r['reward_first']:.3f} | {r['gain']:+.3f} | {r['ratio_max']:.2f} | {r['seconds']:.0f} | "
               f"{'yes' if r['clip'] >= args.min_clip and r['gain'] > 0 else 'no'} |")
-    print(f"\n{total / 60:.1f} min of generate + train time in these runs; this call took "
-          f"{(time.perf_counter() - t_start) / 60:.1f} min")
+    print(f"\n{total:.0f} s ({total / 60:.1f} min) of generate + train time in these runs; this call took "
+          f"{time.perf_counter() - t_start:.0f} s")
 
 
 if __name__ == "__main__":
