@@ -64,8 +64,9 @@ def dump_batch(flags: list[str], path: Path) -> dict:
 
 @contextlib.contextmanager
 def recording(calls: list, algo: str, optimizer):
-    """While inside: every call of etr.ALGOS[algo] appends a dict to calls with the update it belongs to and what
-    the loss saw (adv, mask, entropies; from etr.finish: ratio, clip masks, per-token extras)."""
+    """While inside: every call of etr.ALGOS[algo] appends a dict to calls with the update it belongs to (counted
+    by the optimizer's steps: an update skipped for a non-finite loss would merge with the next) and what the loss
+    saw (adv, mask, entropies; from etr.finish: ratio, clip masks, per-token extras)."""
     loss_fn, finish = etr.ALGOS[algo], etr.finish
     update = [0]
     hook = optimizer.register_step_post_hook(lambda *_: update.__setitem__(0, update[0] + 1))
@@ -93,7 +94,8 @@ def recording(calls: list, algo: str, optimizer):
 def token_table(calls: list, cfg: etr.LossConfig) -> dict[str, torch.Tensor]:
     """The recorded calls as flat per-token columns [n] over the valid (mask) tokens: update, sample (a running
     index of the rows the loss saw), adv, rho, eps_low, eps_high, clip_low, clip_high, and for ERC rho_h (the
-    entropy ratio as etr.erc_keep_mask computes it; nan otherwise) and erc_masked."""
+    entropy ratio as etr.erc_keep_mask computes it; nan otherwise) and erc_masked. Float columns are fp32, the
+    dtype the loss computes rho, the bounds and the entropy ratio in (also under bf16 autocast on CUDA)."""
     cols = {k: [] for k in ("update", "sample", "adv", "rho", "eps_low", "eps_high", "clip_low", "clip_high",
                             "rho_h", "erc_masked")}
     rows = 0
@@ -154,7 +156,7 @@ def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
     import matplotlib.pyplot as plt
 
     panels = [(a, "rho") for a in tokens_by_algo] + [(a, "erc") for a, t in tokens_by_algo.items()
-                                                     if t["erc_masked"].any() or not t["rho_h"].isnan().all()]
+                                                     if not t["rho_h"].isnan().all()]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     jitter = torch.Generator().manual_seed(0)
     for ax, (algo, kind) in zip(axes[0], panels):

@@ -20,6 +20,7 @@ first and of the last --last steps and the mean entropy of the last --last steps
 (Student t, n - 1 degrees of freedom) of the reward and the entropy of the last --ci-last steps and of the lowest
 entropy of the run, and the same for each group's difference to the --baseline group (default grpo), paired by
 seed: the runs of one seed share their data order and first samples, so their difference varies less than either.
+With matplotlib, a second figure <out>-ci.png draws those differences with their intervals.
 
 matplotlib draws the figure; it is not a dependency of the project. Without it the table is still printed.
 """
@@ -203,27 +204,61 @@ def fmt_interval(m: tuple[float, float, float], sign: str = "") -> str:
     return f"{m[0]:{sign}.3f}" + ("" if math.isnan(m[1]) else f" [{m[1]:{sign}.3f}, {m[2]:{sign}.3f}]")
 
 
-def ci_table(seeded: dict, baseline: str = "grpo", last: int = 20, level: float = 0.95) -> str:
-    """A markdown table: per group and column of CI_COLUMNS the mean over seeds [95 % t interval], and the
-    difference to the baseline group paired by seed [its interval], marked * where that interval excludes 0."""
+def intervals(seeded: dict, baseline: str = "grpo", last: int = 20, level: float = 0.95) -> dict:
+    """{group: {column title: (t interval over seeds, paired interval of the difference to the baseline or None)}}
+    for the columns of CI_COLUMNS; each interval is (mean, low, high)."""
     titles = [t.format(n=last) for t in CI_COLUMNS]
     per_seed = {}  # group -> column -> {seed: value}
     for name, by_seed in seeded.items():
         runs = list(by_seed.values())
         per_seed[name] = {t: dict(zip(by_seed, f(runs, last))) for t, f in zip(titles, CI_COLUMNS.values())}
-    lines = ["| run | seeds | steps | " + " | ".join(f"{t} | {t}: - {baseline}" for t in titles) + " |",
+    return {name: {t: (t_interval(values.values(), level),
+                       None if name == baseline or baseline not in seeded
+                       else paired_interval(values, per_seed[baseline][t], level))
+                   for t, values in columns.items()}
+            for name, columns in per_seed.items()}
+
+
+def ci_table(seeded: dict, baseline: str = "grpo", last: int = 20, level: float = 0.95) -> str:
+    """A markdown table: per group and column of CI_COLUMNS the mean over seeds [95 % t interval], and the
+    difference to the baseline group paired by seed [its interval], marked * where that interval excludes 0."""
+    found = intervals(seeded, baseline, last, level)
+    titles = [t.format(n=last) for t in CI_COLUMNS]
+    lines = ["| run | seeds | steps | " + " | ".join(f"{t} | - {baseline}" for t in titles) + " |",
              "|---|---|---|" + "---|---|" * len(titles)]
     for name, by_seed in seeded.items():
         cells = [name, str(len(by_seed)), str(len(series(list(by_seed.values()), "reward_mean")[0]))]
-        for t in titles:
-            cells.append(fmt_interval(t_interval(per_seed[name][t].values(), level)))
-            if name == baseline or baseline not in seeded:
-                cells.append("")
-                continue
-            diff = paired_interval(per_seed[name][t], per_seed[baseline][t], level)
-            cells.append(fmt_interval(diff, "+") + (" *" if diff[1] > 0 or diff[2] < 0 else ""))
+        for interval, diff in found[name].values():
+            cells.append(fmt_interval(interval))
+            cells.append("" if diff is None else fmt_interval(diff, "+") + (" *" if diff[1] > 0 or diff[2] < 0 else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_intervals(seeded: dict, out: Path, baseline: str = "grpo", last: int = 20, level: float = 0.95):
+    """One panel per column of CI_COLUMNS: each group's difference to the baseline, paired by seed, as a point with
+    its t interval, and a line at 0; written to `out` as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    found = {name: cols for name, cols in intervals(seeded, baseline, last, level).items() if name != baseline}
+    titles = [t.format(n=last) for t in CI_COLUMNS]
+    fig, axes = plt.subplots(1, len(titles), figsize=(4.5 * len(titles), 0.5 * len(found) + 1.8), squeeze=False)
+    for ax, title in zip(axes[0], titles):
+        for y, (name, cols) in enumerate(found.items()):
+            mean, low, high = cols[title][1]
+            ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", capsize=4)
+        ax.axvline(0, color="black", lw=1)
+        ax.set_yticks(range(len(found)), list(found))
+        ax.set_title(f"{title}: - {baseline}", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"difference to {baseline}, paired by seed: mean and {level:.0%} Student t interval "
+                 f"(n = {min(len(s) for s in seeded.values())} seeds)", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
 
 
 def table(groups: dict, last: int = 10) -> str:
@@ -309,6 +344,10 @@ def main(argv=None):
         return
     plot(groups, args.out, args.smooth, args.title)
     print(f"figure: {args.out}")
+    if args.baseline in seeded and len(seeded) > 1 and any(len(by_seed) > 1 for by_seed in seeded.values()):
+        ci_out = args.out.with_name(f"{args.out.stem}-ci{args.out.suffix}")
+        plot_intervals(seeded, ci_out, args.baseline, args.ci_last)
+        print(f"figure of the differences to {args.baseline}: {ci_out}")
 
 
 if __name__ == "__main__":
