@@ -3,6 +3,7 @@
     python benchmarks/compare.py                                   # runs/compare/<algo>-s<seed>/ + runs/compare/compare.png
     python benchmarks/compare.py --algos grpo etr --seeds 0 1 --steps 20 --out runs/quick
     python benchmarks/compare.py --lr 1e-3                         # any other flag goes to every train.py run
+    python benchmarks/compare.py --regime offpolicy                # more updates per rollout batch: the clip binds
 
 Every run is `python train.py --model toy --algo A --seed S --steps N --out <out>/A-sS` plus the extra flags, and
 the toy's defaults for everything else: the runs differ in the algorithm (with its own loss defaults from
@@ -12,7 +13,12 @@ next), with train.py's output in <out>/A-sS/train.log.
 
 Interrupted? Run the same command again. A run whose metrics.jsonl already reaches --steps with the same settings
 is skipped; a finished shorter one is extended with train.py --resume (the toy saves a checkpoint at its last step);
-one that died half-way starts again. At the end plot.py draws the figure and prints the table of numbers.
+one that died half-way starts again. At the end plot.py draws the figure and prints the tables of numbers.
+
+--regime picks a set of train.py flags added to every run (REGIMES; flags given on the command line come after
+them and win): "default" adds none (2 updates per rollout batch, the clip binds on < 0.1 % of the tokens),
+"offpolicy" adds more updates per batch, where GRPO's clip binds on >= 3 % of the tokens while the reward
+still improves (found by benchmarks/sweep.py).
 """
 import argparse
 import json
@@ -30,6 +36,9 @@ import rollout  # noqa: E402
 import train  # noqa: E402
 
 ALGOS = ["grpo", "dapo", "etr", "erc-dapo"]
+# --regime -> train.py flags. TODO(issue 13): the offpolicy flags are a placeholder until the sweep's table
+# (benchmarks/sweep.py, README "Where the clip binds") picks them; change this one line.
+REGIMES = {"default": [], "offpolicy": ["--mini-batches", "8", "--lr", "3e-4"]}
 
 
 def parse_args(argv=None):
@@ -39,8 +48,11 @@ def parse_args(argv=None):
                    help=f"algorithms (default: {' '.join(ALGOS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--steps", type=int, default=60, help="rollout steps of every run (default: 60)")
-    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="parent of the run directories "
-                   "(default: runs/compare)")
+    p.add_argument("--regime", default="default", choices=list(REGIMES),
+                   help="train.py flags added to every run: " + "; ".join(f"{k}: {' '.join(v) or 'none'}"
+                                                                       for k, v in REGIMES.items()))
+    p.add_argument("--out", type=Path, help="parent of the run directories "
+                   "(default: runs/compare, runs/compare-<regime> for another regime)")
     p.add_argument("--figure", type=Path, help="the figure (default: <out>/compare.png)")
     p.add_argument("--smooth", type=int, default=5, help="plot.py --smooth (default: 5)")
     return p.parse_known_args(argv)
@@ -93,6 +105,8 @@ def run_train(run: Path, flags: list[str], steps: int, tag: str, t_start: float,
 
 def main(argv=None):
     args, extra = parse_args(argv)
+    extra = [*REGIMES[args.regime], *extra]  # argparse in train.py: the last occurrence of a flag wins
+    args.out = args.out or Path("runs/compare" if args.regime == "default" else f"runs/compare-{args.regime}")
     # seed by seed: a comparison stopped early still has every algorithm, with fewer seeds
     runs = [(algo, seed, args.out / f"{algo}-s{seed}") for seed in args.seeds for algo in args.algos]
     try:  # check every run's flags before the first one starts

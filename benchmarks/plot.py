@@ -16,11 +16,16 @@ and metric:
 A group that never logs a metric (etr_eps_* outside ETR, erc_masked_frac outside ERC) is absent from its panel.
 The table printed below the figure's path uses the raw, unsmoothed values: per group the mean reward of the
 first and of the last --last steps and the mean entropy of the last --last steps, as the mean over seeds
-[lowest seed, highest seed].
+[lowest seed, highest seed]. A second table gives, over seeds, the mean and a 95 % confidence interval
+(Student t, n - 1 degrees of freedom) of the reward and the entropy of the last --ci-last steps and of the lowest
+entropy of the run, and the same for each group's difference to the --baseline group (default grpo), paired by
+seed: the runs of one seed share their data order and first samples, so their difference varies less than either.
+With matplotlib, a second figure <out>-ci.png draws those differences with their intervals.
 
 matplotlib draws the figure; it is not a dependency of the project. Without it the table is still printed.
 """
 import argparse
+import functools
 import io
 import json
 import math
@@ -61,12 +66,19 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
-def load_groups(run_dirs) -> dict[str, list[list[dict]]]:
-    """{group: [records of seed 1, records of seed 2, ...]}, groups in the order they first appear."""
+def load_seeded(run_dirs) -> dict[str, dict]:
+    """{group: {seed: records}}, groups in the order they first appear; seed = the number after -s (the
+    directory's path if it has none), the key that pairs runs of two groups."""
     groups = {}
     for run_dir in run_dirs:
-        groups.setdefault(group_name(run_dir), []).append(read_metrics(run_dir))
+        seed = re.search(r"-s(\d+)$", Path(run_dir).name)
+        groups.setdefault(group_name(run_dir), {})[int(seed[1]) if seed else str(run_dir)] = read_metrics(run_dir)
     return groups
+
+
+def load_groups(run_dirs) -> dict[str, list[list[dict]]]:
+    """{group: [records of seed 1, records of seed 2, ...]}, groups in the order they first appear."""
+    return {name: list(by_seed.values()) for name, by_seed in load_seeded(run_dirs).items()}
 
 
 def series(runs: list[list[dict]], key: str) -> tuple[list[int], list[list[float]]]:
@@ -104,18 +116,149 @@ def spread(runs: list[list[dict]], key: str, window: int = 1):
     return steps, mean, low, high
 
 
+def window_values(runs: list[list[dict]], key: str, first: int | None = None, last: int | None = None,
+                  reduce=statistics.fmean) -> list[float]:
+    """Per seed, `reduce` (default: the mean) of `key` over the first or the last n common steps (both None: all
+    of them), values that were not logged left out; nan for a seed with none there."""
+    _, values = series(runs, key)
+    window = slice(None, first) if first is not None else slice(-last if last else None, None)
+    per_seed = []
+    for v in values:
+        finite = [x for x in v[window] if not math.isnan(x)]
+        per_seed.append(reduce(finite) if finite else math.nan)
+    return per_seed
+
+
 def window_mean(runs: list[list[dict]], key: str, first: int | None = None, last: int | None = None):
     """Per seed, the mean of `key` over the first or the last n common steps -> (mean over seeds, min, max);
     a seed that logged nothing there is left out (all nan if every seed is)."""
-    _, values = series(runs, key)
-    per_seed = []
-    for v in values:
-        finite = [x for x in (v[:first] if first is not None else v[-last:]) if not math.isnan(x)]
-        if finite:
-            per_seed.append(sum(finite) / len(finite))
+    per_seed = [x for x in window_values(runs, key, first, last) if not math.isnan(x)]
     if not per_seed:
         return math.nan, math.nan, math.nan
     return statistics.fmean(per_seed), min(per_seed), max(per_seed)
+
+
+def gain(records: list[dict], n: int = 10) -> float:
+    """Mean reward of the last n steps of one run minus that of its first n (what train.py prints at the end)."""
+    runs = [records]
+    return window_mean(runs, "reward_mean", last=n)[0] - window_mean(runs, "reward_mean", first=n)[0]
+
+
+# ---------------------------------------------------------------------------- confidence intervals over seeds
+
+@functools.lru_cache
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile (0.5 < q < 1) of Student's t distribution with df degrees of freedom, by bisection on its
+    CDF, 1/2 + the integral of the density from 0 to x by Simpson's rule (standard library only, no scipy):
+
+        f(t) = Gamma((df + 1) / 2) / (sqrt(df pi) Gamma(df / 2)) * (1 + t^2 / df)^(-(df + 1) / 2)
+    """
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    density = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
+
+    def cdf(x, n=2000):  # Simpson's rule over n (even) intervals of [0, x]
+        h = x / n
+        inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, n))
+        return 0.5 + h / 3 * (density(0.0) + inner + density(x))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < q:
+        lo, hi = hi, 2 * hi
+    for _ in range(50):  # the interval halves 50 times: far below any printed digit
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the Student t confidence interval of the mean, mean -+ t_{(1+level)/2, n-1} s / sqrt(n),
+    s the sample std (n - 1). nan values are left out; fewer than 2 values give no interval (nan, nan)."""
+    x = [v for v in values if not math.isnan(v)]
+    if not x:
+        return math.nan, math.nan, math.nan
+    mean = statistics.fmean(x)
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile((1 + level) / 2, len(x) - 1) * statistics.stdev(x) / math.sqrt(len(x))
+    return mean, mean - half, mean + half
+
+
+def paired_interval(by_seed: dict, baseline_by_seed: dict, level: float = 0.95) -> tuple[float, float, float]:
+    """t interval of the mean difference value - baseline over the seeds both have (a seed's pair shares data
+    order and first samples): {seed: value} each."""
+    return t_interval([v - baseline_by_seed[s] for s, v in by_seed.items() if s in baseline_by_seed], level)
+
+
+# what the interval table shows: column title -> per-seed values of a group's runs
+CI_COLUMNS = {
+    "reward, last {n} steps": lambda runs, n: window_values(runs, "reward_mean", last=n),
+    "entropy, last {n} steps": lambda runs, n: window_values(runs, "entropy", last=n),
+    "lowest entropy of the run": lambda runs, n: window_values(runs, "entropy", reduce=min),
+}
+
+
+def fmt_interval(m: tuple[float, float, float], sign: str = "") -> str:
+    """(mean, low, high) -> '0.663 [0.640, 0.686]'; sign='+' writes the sign of every number (differences)."""
+    if math.isnan(m[0]):
+        return "n/a"
+    return f"{m[0]:{sign}.3f}" + ("" if math.isnan(m[1]) else f" [{m[1]:{sign}.3f}, {m[2]:{sign}.3f}]")
+
+
+def intervals(seeded: dict, baseline: str = "grpo", last: int = 20, level: float = 0.95) -> dict:
+    """{group: {column title: (t interval over seeds, paired interval of the difference to the baseline or None)}}
+    for the columns of CI_COLUMNS; each interval is (mean, low, high)."""
+    titles = [t.format(n=last) for t in CI_COLUMNS]
+    per_seed = {}  # group -> column -> {seed: value}
+    for name, by_seed in seeded.items():
+        runs = list(by_seed.values())
+        per_seed[name] = {t: dict(zip(by_seed, f(runs, last))) for t, f in zip(titles, CI_COLUMNS.values())}
+    return {name: {t: (t_interval(values.values(), level),
+                       None if name == baseline or baseline not in seeded
+                       else paired_interval(values, per_seed[baseline][t], level))
+                   for t, values in columns.items()}
+            for name, columns in per_seed.items()}
+
+
+def ci_table(seeded: dict, baseline: str = "grpo", last: int = 20, level: float = 0.95) -> str:
+    """A markdown table: per group and column of CI_COLUMNS the mean over seeds [95 % t interval], and the
+    difference to the baseline group paired by seed [its interval], marked * where that interval excludes 0."""
+    found = intervals(seeded, baseline, last, level)
+    titles = [t.format(n=last) for t in CI_COLUMNS]
+    lines = ["| run | seeds | steps | " + " | ".join(f"{t} | - {baseline}" for t in titles) + " |",
+             "|---|---|---|" + "---|---|" * len(titles)]
+    for name, by_seed in seeded.items():
+        cells = [name, str(len(by_seed)), str(len(series(list(by_seed.values()), "reward_mean")[0]))]
+        for interval, diff in found[name].values():
+            cells.append(fmt_interval(interval))
+            cells.append("" if diff is None else fmt_interval(diff, "+") + (" *" if diff[1] > 0 or diff[2] < 0 else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_intervals(seeded: dict, out: Path, baseline: str = "grpo", last: int = 20, level: float = 0.95):
+    """One panel per column of CI_COLUMNS: each group's difference to the baseline, paired by seed, as a point with
+    its t interval, and a line at 0; written to `out` as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    found = {name: cols for name, cols in intervals(seeded, baseline, last, level).items() if name != baseline}
+    titles = [t.format(n=last) for t in CI_COLUMNS]
+    fig, axes = plt.subplots(1, len(titles), figsize=(4.5 * len(titles), 0.5 * len(found) + 1.8), squeeze=False)
+    for ax, title in zip(axes[0], titles):
+        for y, (name, cols) in enumerate(found.items()):
+            mean, low, high = cols[title][1]
+            ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", capsize=4)
+        ax.axvline(0, color="black", lw=1)
+        ax.set_yticks(range(len(found)), list(found))
+        ax.set_title(f"{title}: - {baseline}", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"difference to {baseline}, paired by seed: mean and {level:.0%} Student t interval "
+                 f"(n = {min(len(s) for s in seeded.values())} seeds)", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
 
 
 def table(groups: dict, last: int = 10) -> str:
@@ -175,17 +318,25 @@ def parse_args(argv=None):
     p.add_argument("--smooth", type=int, default=5,
                    help="trailing moving average over this many steps, per seed; 1 = raw (default: 5)")
     p.add_argument("--last", type=int, default=10, help="steps averaged in the table (default: 10)")
+    p.add_argument("--ci-last", type=int, default=20,
+                   help="steps averaged in the table of confidence intervals (default: 20)")
+    p.add_argument("--baseline", default="grpo", help="group the differences are taken to (default: grpo)")
     p.add_argument("--title", default="", help="text in front of the figure's caption")
     args = p.parse_args(argv)
-    if args.smooth < 1 or args.last < 1:
-        p.error("--smooth and --last must be >= 1")
+    if min(args.smooth, args.last, args.ci_last) < 1:
+        p.error("--smooth, --last and --ci-last must be >= 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    groups = load_groups(args.runs)
+    seeded = load_seeded(args.runs)
+    groups = {name: list(by_seed.values()) for name, by_seed in seeded.items()}
     print(table(groups, args.last))
+    if any(len(by_seed) > 1 for by_seed in seeded.values()):
+        print(f"\nMean over seeds [95 % Student t interval, n - 1 degrees of freedom]; differences to "
+              f"{args.baseline} paired by seed, * = the interval excludes 0:\n")
+        print(ci_table(seeded, args.baseline, args.ci_last))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -193,6 +344,10 @@ def main(argv=None):
         return
     plot(groups, args.out, args.smooth, args.title)
     print(f"figure: {args.out}")
+    if args.baseline in seeded and len(seeded) > 1 and any(len(by_seed) > 1 for by_seed in seeded.values()):
+        ci_out = args.out.with_name(f"{args.out.stem}-ci{args.out.suffix}")
+        plot_intervals(seeded, ci_out, args.baseline, args.ci_last)
+        print(f"figure of the differences to {args.baseline}: {ci_out}")
 
 
 if __name__ == "__main__":

@@ -38,12 +38,6 @@ EVAL_FLAGS = ["--model", "toy", "--data", "toy", "--limit", "1000", "--n", "2", 
               "--max-new-tokens", "32"]
 
 
-def gain(run: Path) -> float:
-    """Mean reward of the last 10 steps minus that of the first 10."""
-    runs = [plot.read_metrics(run)]
-    return plot.window_mean(runs, "reward_mean", last=10)[0] - plot.window_mean(runs, "reward_mean", first=10)[0]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 epilog="Other flags are passed to every train.py run (python train.py --help).")
@@ -72,7 +66,7 @@ def main(argv=None):
             compare.run_train(run, ["--algo", algo, "--out", str(run), *extra], steps, f"[seed {seed}]", t_start, env)
             if not wall.is_file():  # a run made here and now (a resumed one counts only its last part)
                 wall.write_text(f"{time.perf_counter() - t0:.1f}\n")
-            row[algo] = (gain(run), float(wall.read_text()))
+            row[algo] = (plot.gain(plot.read_metrics(run)), float(wall.read_text()))
         rows.append(row)
 
     print(f"\n| ETR_TOY_SEED | pre-training steps | build | start (sampled acc.) | "

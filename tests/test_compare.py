@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from benchmarks import plot
+from conftest import REPO
 
 
 def write_run(root, name, rows, tail=""):
@@ -105,3 +106,89 @@ def test_without_matplotlib_prints_the_table_and_one_line(three_seeds, tmp_path,
     assert "| grpo | 1 | 3 | 0.500 [0.500, 0.500]" in out
     assert out.strip().splitlines()[-1] == "no figure: `pip install matplotlib` is needed for plots"
     assert not (tmp_path / "fig.png").exists()
+
+
+# --------------------------------------------------------------------------------------------- intervals over seeds
+
+@pytest.mark.parametrize("df, t", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (29, 2.0452)])
+def test_t_quantile_matches_the_printed_tables(df, t):
+    assert plot.t_quantile(0.975, df) == pytest.approx(t, abs=1e-4)  # t_{0.975, df} of any statistics textbook
+
+
+def test_t_quantile_tends_to_the_normal_and_is_exact_for_one_degree():
+    assert plot.t_quantile(0.975, 100_000) == pytest.approx(1.959964, abs=1e-4)
+    assert plot.t_quantile(0.9, 1) == pytest.approx(math.tan(math.pi * 0.4), abs=1e-6)  # Cauchy: tan(pi (q - 1/2))
+
+
+def test_t_interval_by_hand():
+    # 1..5: mean 3, s = sqrt(10 / 4) = 1.5811, s / sqrt(5) = 0.70711, t_{.975,4} = 2.77645 -> 3 -+ 1.96324
+    assert plot.t_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx((3.0, 1.03676, 4.96324), abs=1e-5)
+    # nan left out; one value: a mean and no interval
+    assert plot.t_interval([2.0, math.nan, 4.0])[0] == 3.0
+    mean, low, high = plot.t_interval([0.5])
+    assert mean == 0.5 and math.isnan(low) and math.isnan(high)
+
+
+def test_paired_interval_pairs_by_seed_not_by_position():
+    # differences by seed: 0: 1 - 0.5, 1: 2 - 2.5, 2: 3 - 2 = 0.5, -0.5, 1.0; mean 1/3, s^2 = (1/36 + 25/36 + 16/36) / 2
+    # = 7/12, s / sqrt(3) = 0.44096, t_{.975,2} = 4.30265 -> 1/3 -+ 1.89729; seed 7 has no pair and is left out
+    algo = {2: 3.0, 0: 1.0, 1: 2.0, 7: 9.0}
+    base = {0: 0.5, 1: 2.5, 2: 2.0}
+    assert plot.paired_interval(algo, base) == pytest.approx((1 / 3, -1.56396, 2.23062), abs=1e-5)
+    # the same values without their seeds' pairing (algo minus the baseline's mean) would be a different interval
+    assert plot.t_interval([3.0, 1.0, 2.0]) != pytest.approx(plot.paired_interval(algo, base))
+
+
+def test_window_values_last_n_and_lowest_per_seed(tmp_path):
+    runs = [plot.read_metrics(write_run(tmp_path, "a-s0", rows([0.0] * 4, entropy=[0.9, 0.3, None, 0.5]))),
+            plot.read_metrics(write_run(tmp_path, "a-s1", rows([0.0] * 4, entropy=[0.8, 0.7, 0.6, 0.65])))]
+    assert plot.window_values(runs, "entropy", last=2) == pytest.approx([0.5, 0.625])  # null step left out
+    assert plot.window_values(runs, "entropy", reduce=min) == pytest.approx([0.3, 0.6])
+    assert plot.window_values(runs, "entropy", first=1) == pytest.approx([0.9, 0.8])
+
+
+def test_ci_table_rows_and_paired_differences(tmp_path):
+    # grpo seeds 0-2 reward 0.5, 0.6, 0.7; etr = grpo + 0.1, 0.2, 0.3 -> difference 0.2 -+ 4.30265 * 0.1 / sqrt(3)
+    # = [-0.048, +0.448]: no star. dapo = grpo + 0.1 exactly on every seed: s = 0, interval [+0.1, +0.1], a star.
+    entropy = [1.0, 0.5, 0.8]  # lowest 0.5, last 2 steps 0.65
+    dirs = []
+    for name, shift in (("grpo", [0.0, 0.0, 0.0]), ("etr", [0.1, 0.2, 0.3]), ("dapo", [0.1, 0.1, 0.1])):
+        for seed, base in enumerate([0.5, 0.6, 0.7]):
+            dirs.append(write_run(tmp_path, f"{name}-s{seed}", rows([base + shift[seed]] * 3, entropy=entropy)))
+    lines = plot.ci_table(plot.load_seeded(dirs), "grpo", last=2).splitlines()
+    grpo, etr, dapo = (next(l for l in lines if l.startswith(f"| {n} |")) for n in ("grpo", "etr", "dapo"))
+    # grpo: 0.6 -+ 4.30265 * 0.1 / sqrt(3) = [0.352, 0.848]; its own difference column is empty
+    assert grpo.startswith("| grpo | 3 | 3 | 0.600 [0.352, 0.848] |  | 0.650 [0.650, 0.650] |  | 0.500 [0.500, 0.500] |")
+    assert "| +0.200 [-0.048, +0.448] |" in etr
+    assert "| +0.100 [+0.100, +0.100] * |" in dapo
+    assert etr.endswith("| 0.500 [0.500, 0.500] | +0.000 [+0.000, +0.000] |")
+
+
+# --------------------------------------------------------------------------------------------- sweep.py and --regime
+
+def test_sweep_row_by_hand(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))  # sweep imports its siblings (compare, plot) by name
+    import sweep
+    records = rows([0.2, 0.4, 0.6], entropy=[0.9, 0.6, 0.3], clip_frac_low=[0.0, 0.01, 0.02],
+                   clip_frac_high=[0.0, 0.03, 0.03], ratio_max=[1.0, 1.8, 1.5], gen_seconds=[1.0, 1.0, 1.5],
+                   train_seconds=[0.5, 0.5, 0.5])
+    r = sweep.run_row(records, n=2)
+    assert r["clip"] == pytest.approx(0.03)  # (0 + .04 + .05) / 3
+    assert (r["entropy_first"], r["entropy_last"]) == pytest.approx((0.75, 0.45))
+    assert (r["reward_first"], r["gain"]) == pytest.approx((0.3, 0.2))  # .5 - .3
+    assert (r["ratio_max"], r["seconds"]) == pytest.approx((1.8, 5.0))
+
+
+def test_regime_flags_come_first_and_flags_given_win(monkeypatch, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+    started = []
+    monkeypatch.setattr(compare, "run_train", lambda run, flags, *rest, **kw: started.append((run, flags)))
+    monkeypatch.setattr(compare.plot, "main", lambda argv: None)
+    monkeypatch.setitem(compare.REGIMES, "test", ["--mini-batches", "8", "--lr", "3e-4"])
+    monkeypatch.chdir(tmp_path)
+    compare.main(["--regime", "test", "--algos", "grpo", "--seeds", "0", "--lr", "1e-3"])
+    (run, flags), = started
+    assert run == tmp_path.joinpath("runs/compare-test/grpo-s0").relative_to(tmp_path)
+    args = compare.train.resolve_args(compare.train.parse_args(flags))
+    assert (args.mini_batches, args.lr) == (8, 1e-3)
