@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import etr  # noqa: E402
+import plot  # noqa: E402  (benchmarks/plot.py, beside this file: save_figure)
 
 
 def bounds_by_pass_rate(group_size: int = 16, cfg: etr.LossConfig | None = None) -> list[dict]:
@@ -59,7 +60,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], cfg: etr.LossConfig, group_size: int, out: Path):
+def draw(rows: list[dict], cfg: etr.LossConfig, group_size: int, out: Path):
     """Left: eps_low,i and eps_high,i against p; right: the trust region [1 - eps_low,i, 1 + eps_high,i] of rho."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -84,10 +85,7 @@ def plot(rows: list[dict], cfg: etr.LossConfig, group_size: int, out: Path):
     right.set_title("trust region of rho = pi_theta / pi_old")
     fig.suptitle(f"ETR, our reading: alpha {cfg.etr_alpha}, a_max {cfg.etr_a_max}, beta {cfg.etr_beta}, "
                  f"eps {cfg.eps_low} / {cfg.eps_high}, clamped to [{cfg.etr_eps_min}, {cfg.etr_eps_max}]", fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    plot.save_figure(fig, out)
 
 
 def main(argv=None):
@@ -105,7 +103,7 @@ def main(argv=None):
     except ImportError:
         print("no figure: `pip install matplotlib` is needed for plots")
         return
-    plot(rows, cfg, args.group_size, args.out)
+    draw(rows, cfg, args.group_size, args.out)
     print(f"figure: {args.out}")
 
 

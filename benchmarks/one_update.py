@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import compare  # noqa: E402  (benchmarks/compare.py, beside this file: REGIMES and other_settings)
 import etr  # noqa: E402
+import plot  # noqa: E402  (save_figure)
 import rollout  # noqa: E402
 import train  # noqa: E402
 
@@ -148,8 +149,8 @@ def summary(tokens: dict, update: int) -> dict:
             "erc_masked": frac(tokens["erc_masked"])}
 
 
-def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
-    """Per algorithm: rho against A per token, jittered, the bounds of each sample as short lines,
+def draw(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
+    """Per algorithm: rho against A per token, jittered, the bound of each sample on the side of its A as a short line,
     clipped tokens marked; per ERC algorithm a second panel: the entropy ratio against rho, masked tokens marked."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -157,7 +158,7 @@ def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
 
     panels = [(a, "rho") for a in tokens_by_algo] + [(a, "erc") for a, t in tokens_by_algo.items()
                                                      if not t["rho_h"].isnan().all()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.5), squeeze=False)
     jitter = torch.Generator().manual_seed(0)
     for ax, (algo, kind) in zip(axes[0], panels):
         t = {k: v[tokens_by_algo[algo]["update"] == update] for k, v in tokens_by_algo[algo].items()}  # [n] each
@@ -173,8 +174,9 @@ def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
             for i, s in enumerate(t["sample"].tolist()):
                 first.setdefault(s, i)
             idx = torch.tensor(list(first.values()))
-            for sign, bound in ((-1, 1 - t["eps_low"][idx]), (1, 1 + t["eps_high"][idx])):
-                ax.hlines(bound, t["adv"][idx] - 0.06, t["adv"][idx] + 0.06, color="black", lw=1)
+            a, bound = t["adv"][idx], torch.where(t["adv"][idx] > 0, 1 + t["eps_high"][idx], 1 - t["eps_low"][idx])
+            ax.hlines(bound[a != 0], a[a != 0] - 0.06, a[a != 0] + 0.06, color="black", lw=1,  # A = 0: no gradient
+                      label="the bound that binds: 1 + eps_high,i (A > 0), 1 - eps_low,i (A < 0)")
             ax.set_xlabel("advantage A (jittered)")
             ax.set_ylabel("rho = pi_theta / pi_old")
             ax.set_title(f"{algo}: rho vs A, bounds per sample")
@@ -190,12 +192,9 @@ def plot(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
             ax.set_ylabel("entropy ratio H_theta / H_old")
             ax.set_title(f"{algo}: entropy ratio vs rho")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never over the points
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    plot.save_figure(fig, out)
 
 
 def main(argv=None):
@@ -262,7 +261,7 @@ def main(argv=None):
         print("no figure: `pip install matplotlib` is needed for plots")
         return
     figure = args.figure or args.out / "one_update.png"
-    plot(tokens, update, cfgs, figure, f"update {update + 1} of {updates} of step {args.step}, batch of a "
+    draw(tokens, update, cfgs, figure, f"update {update + 1} of {updates} of step {args.step}, batch of a "
          f"{args.source} run ({args.regime} regime), replayed by each algorithm from the same weights")
     print(f"figure: {figure}")
 

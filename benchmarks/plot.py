@@ -255,10 +255,7 @@ def plot_intervals(seeded: dict, out: Path, baseline: str = "grpo", last: int = 
         ax.grid(alpha=0.3)
     fig.suptitle(f"difference to {baseline}, paired by seed: mean and {level:.0%} Student t interval "
                  f"(n = {min(len(s) for s in seeded.values())} seeds)", fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def table(groups: dict, last: int = 10) -> str:
@@ -279,7 +276,6 @@ def plot(groups: dict, out: Path, window: int, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -302,6 +298,14 @@ def plot(groups: dict, out: Path, window: int, title: str = ""):
     smoothing = "raw values" if window == 1 else f"trailing mean over {window} steps"
     fig.suptitle(f"{title}{' -- ' if title else ''}line: mean over seeds, band: lowest to highest seed; {smoothing}",
                  fontsize=11)
+    save_figure(fig, out)
+
+
+def save_figure(fig, out: Path):
+    """Lay out, write `fig` to `out` as a PNG and close it (every figure of benchmarks/ goes through here)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)

@@ -9,11 +9,11 @@ import torch
 
 import etr
 import train
-from benchmarks import bounds
 from conftest import REPO
 from test_train import data_file, parity_reward  # noqa: F401  (a fixture: 40 toy problems in a JSONL file)
 
-sys.path.insert(0, str(REPO / "benchmarks"))  # one_update imports its siblings (compare, plot) by name
+sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their siblings (compare, plot) by name
+import bounds  # noqa: E402
 import one_update  # noqa: E402
 
 G = 16
