@@ -303,6 +303,8 @@ def main():
     a = train.resolve_args(train.parse_args(flags))  # train.py's defaults and checks; algo grpo, 1 epoch
     a.device = b.device
     a.warmup, a.steps = b.warmup, b.steps
+    # train.py's default is one generate call per step when it fits (memory.gen_batch_size); here always one call
+    a.gen_batch_size = a.gen_batch_size or a.prompts_per_step * a.group_size
     cfg = train.loss_config(a)
     path = model_path(b.model)
     problems = toy.toy_problems(a.prompts_per_step, seed=0)
