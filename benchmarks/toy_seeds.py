@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 import compare  # noqa: E402  (benchmarks/compare.py, beside this file)
 import plot  # noqa: E402
-import toy  # noqa: E402
 
 # 1,000 held-out problems x 2 samples: the standard error is ~0.012 (200 problems x 8 samples: ~0.025, because
 # problems differ far more than two samples of one problem do)
