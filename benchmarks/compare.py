@@ -8,8 +8,10 @@
 Every run is `python train.py --model toy --algo A --seed S --steps N --out <out>/A-sS` plus the extra flags, and
 the toy's defaults for everything else: the runs differ in the algorithm (with its own loss defaults from
 etr.make_config, e.g. DAPO's clip-higher 0.28 and token-mean) and in the seed (data order and sampling), nothing
-else. They run one after another, seed by seed, each in its own process (no torch state carried from one to the
-next), with train.py's output in <out>/A-sS/train.log.
+else. They run seed by seed, each in its own process (no torch state carried from one to the next), with
+train.py's output in <out>/A-sS/train.log. `--jobs 2` runs two at a time, each with half the CPU threads: the
+toy's small matrices use two cores poorly, so two single-threaded runs side by side finish sooner than one
+after the other with two threads each.
 
 Interrupted? Run the same command again. A run whose metrics.jsonl already reaches --steps with the same settings
 is skipped; a finished shorter one is extended with train.py --resume (the toy saves a checkpoint at its last step);
@@ -22,9 +24,11 @@ still improves (found by benchmarks/sweep.py).
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, help="parent of the run directories "
                    "(default: runs/compare, runs/compare-<regime> for another regime)")
     p.add_argument("--figure", type=Path, help="the figure (default: <out>/compare.png)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each with cores / jobs threads (default: 1)")
     p.add_argument("--smooth", type=int, default=5, help="plot.py --smooth (default: 5)")
     return p.parse_known_args(argv)
 
@@ -103,6 +108,21 @@ def run_train(run: Path, flags: list[str], steps: int, tag: str, t_start: float,
           f"{reward:.3f} (elapsed {(time.perf_counter() - t_start) / 60:.1f} min)", flush=True)
 
 
+def run_all(todo: list[tuple[Path, list[str]]], steps: int, jobs: int = 1):
+    """run_train for every (run, flags), `jobs` at a time, each process with os.cpu_count() // jobs threads."""
+    if jobs < 1:
+        raise SystemExit("error: --jobs must be >= 1")
+    env = None if jobs == 1 else {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    t_start = time.perf_counter()
+    tasks = [(run, flags, steps, f"[{i}/{len(todo)}]", t_start, env) for i, (run, flags) in enumerate(todo, 1)]
+    pool = ThreadPoolExecutor(jobs)  # the threads only wait on train.py processes
+    try:
+        for future in [pool.submit(run_train, *task) for task in tasks]:
+            future.result()  # re-raises a failed run's SystemExit
+    finally:  # on a failure, runs not yet started are dropped; those already running finish
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def main(argv=None):
     args, extra = parse_args(argv)
     extra = [*REGIMES[args.regime], *extra]  # argparse in train.py: the last occurrence of a flag wins
@@ -117,9 +137,7 @@ def main(argv=None):
 
     print(f"{len(runs)} runs of {args.steps} steps into {args.out}/: {', '.join(args.algos)} x seeds "
           f"{' '.join(map(str, args.seeds))}{' with ' + ' '.join(extra) if extra else ''}")
-    t_start = time.perf_counter()
-    for i, (algo, seed, run) in enumerate(runs, 1):
-        run_train(run, train_flags(algo, seed, args.steps, run, extra), args.steps, f"[{i}/{len(runs)}]", t_start)
+    run_all([(run, train_flags(algo, seed, args.steps, run, extra)) for algo, seed, run in runs], args.steps, args.jobs)
 
     figure = args.figure or args.out / "compare.png"
     plot.main([*(str(run) for _, _, run in runs), "--out", str(figure), "--smooth", str(args.smooth)])

@@ -55,6 +55,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=60, help="rollout steps of every run (default: 60)")
     p.add_argument("--min-clip", type=float, default=0.03, help="clip fraction that marks a row (default: 0.03)")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="default: runs/sweep")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (compare.py --jobs; default: 1)")
     args, extra = p.parse_known_args(argv)
 
     points = [(m, e, lr) for m in args.mini_batches for e in args.epochs for lr in args.lrs]
@@ -72,8 +73,7 @@ def main(argv=None):
     print(f"{len(runs)} runs of {args.steps} steps into {args.out}/: {args.algo}, seed {args.seed}, mini-batches "
           f"{args.mini_batches} x epochs {args.epochs} x lr {args.lrs}{' with ' + ' '.join(extra) if extra else ''}")
     t_start = time.perf_counter()
-    for i, (m, e, lr, run, flags) in enumerate(runs, 1):
-        compare.run_train(run, flags, args.steps, f"[{i}/{len(runs)}]", t_start)
+    compare.run_all([(run, flags) for *_, run, flags in runs], args.steps, args.jobs)
 
     print(f"\n| updates / batch | mini-batches | epochs | lr | clip fraction | entropy, first 10 | entropy, last 10 | "
           f"reward, first 10 | reward gain | ratio_max | seconds | clip >= {args.min_clip:g}, gain > 0 |")

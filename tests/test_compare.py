@@ -192,3 +192,45 @@ def test_regime_flags_come_first_and_flags_given_win(monkeypatch, tmp_path):
     assert run == tmp_path.joinpath("runs/compare-test/grpo-s0").relative_to(tmp_path)
     args = compare.train.resolve_args(compare.train.parse_args(flags))
     assert (args.mini_batches, args.lr) == (8, 1e-3)
+
+
+def test_run_all_runs_every_run_jobs_at_a_time_with_a_share_of_the_threads(monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import threading
+    import compare
+    monkeypatch.setattr(compare.os, "cpu_count", lambda: 4)
+    lock, running, peak, seen = threading.Lock(), [0], [0], []
+    both_started = threading.Barrier(2, timeout=5)  # fails unless two runs are in flight together
+
+    def fake_run_train(run, flags, steps, tag, t_start, env=None):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            seen.append((run, tag, env and env["OMP_NUM_THREADS"]))
+        if run in ("a", "b"):
+            both_started.wait()
+        with lock:
+            running[0] -= 1
+    monkeypatch.setattr(compare, "run_train", fake_run_train)
+    compare.run_all([("a", []), ("b", []), ("c", [])], 10, jobs=2)
+    assert peak[0] == 2 and sorted(seen) == [("a", "[1/3]", "2"), ("b", "[2/3]", "2"), ("c", "[3/3]", "2")]
+    seen.clear()
+    compare.run_all([("x", [])], 10, jobs=1)
+    assert seen == [("x", "[1/1]", None)]  # one at a time: the caller's environment, all threads
+
+
+def test_run_all_stops_starting_runs_after_a_failure(monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+    started = []
+
+    def fake_run_train(run, *rest):
+        started.append(run)
+        if run == "a":
+            raise SystemExit("error: a failed")
+    monkeypatch.setattr(compare, "run_train", fake_run_train)
+    with pytest.raises(SystemExit, match="a failed"):
+        compare.run_all([("a", []), ("b", []), ("c", [])], 10, jobs=1)
+    assert started == ["a"]
+    with pytest.raises(SystemExit, match="--jobs"):
+        compare.run_all([("a", [])], 10, jobs=0)
