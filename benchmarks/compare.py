@@ -1,4 +1,4 @@
-"""compare.py -- the papers' claims at toy scale: GRPO, DAPO, ETR and ERC on the offline toy, three seeds each, on a CPU.
+"""compare.py -- the papers' claims at toy scale: GRPO, DAPO, ETR and ERC on the offline toy, five seeds each, on a CPU.
 
     python benchmarks/compare.py                                   # runs/compare/<algo>-s<seed>/ + runs/compare/compare.png
     python benchmarks/compare.py --algos grpo etr --seeds 0 1 --steps 20 --out runs/quick
@@ -51,7 +51,7 @@ def parse_args(argv=None):
                                 epilog="Other flags are passed to every train.py run (python train.py --help).")
     p.add_argument("--algos", nargs="+", default=ALGOS, choices=list(etr.ALGOS),
                    help=f"algorithms (default: {' '.join(ALGOS)})")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
     p.add_argument("--steps", type=int, default=60, help="rollout steps of every run (default: 60)")
     p.add_argument("--regime", default="default", choices=list(REGIMES),
                    help="train.py flags added to every run: " + "; ".join(f"{k}: {' '.join(v) or 'none'}"
