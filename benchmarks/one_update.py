@@ -183,13 +183,15 @@ def draw(tokens_by_algo: dict, update: int, cfgs: dict, out: Path, title: str):
         else:
             cfg = cfgs[algo]
             masked = t["erc_masked"]
-            ax.scatter(t["rho"][~masked], t["rho_h"][~masked], s=3, color="0.6", label="kept")
-            ax.scatter(t["rho"][masked], t["rho_h"][masked], s=12, marker="x", color="tab:orange",
+            rho_h = t["rho_h"].clamp(1e-2, 1e2)  # log axis: the +-5 % band is visible beside ratios of 0 and 13
+            ax.scatter(t["rho"][~masked], rho_h[~masked], s=3, color="0.6", label="kept")
+            ax.scatter(t["rho"][masked], rho_h[masked], s=12, marker="x", color="tab:orange",
                        label=f"masked: no gradient ({masked.float().mean():.1%})")
             for v in (1 - cfg.erc_beta_low, 1 + cfg.erc_beta_high):
                 ax.axhline(v, color="black", lw=1)
             ax.set_xlabel("rho = pi_theta / pi_old")
-            ax.set_ylabel("entropy ratio H_theta / H_old")
+            ax.set_yscale("log")
+            ax.set_ylabel("entropy ratio H_theta / H_old (log; clamped to [0.01, 100])")
             ax.set_title(f"{algo}: entropy ratio vs rho")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never over the points
