@@ -194,6 +194,21 @@ def test_regime_flags_come_first_and_flags_given_win(monkeypatch, tmp_path):
     assert (args.mini_batches, args.lr) == (8, 1e-3)
 
 
+def test_the_readmes_offpolicy_command_runs_five_seeds_of_each_algorithm_at_32_updates(monkeypatch, tmp_path):
+    # README, "2. The comparison": the command gives no --seeds; issue 13 asks for >= 5 seeds per algorithm
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+    started = []
+    monkeypatch.setattr(compare, "run_train", lambda run, flags, *rest, **kw: started.append(flags))
+    monkeypatch.setattr(compare.plot, "main", lambda argv: None)
+    monkeypatch.chdir(tmp_path)
+    compare.main(["--regime", "offpolicy", "--steps", "80"])
+    runs = [compare.train.resolve_args(compare.train.parse_args(flags)) for flags in started]
+    assert sorted((a.algo, a.seed) for a in runs) == sorted(
+        (algo, seed) for algo in ["grpo", "dapo", "etr", "erc-dapo"] for seed in range(5))
+    assert {(a.mini_batches, a.epochs, a.lr, a.steps) for a in runs} == {(8, 4, 1e-4, 80)}
+
+
 def test_run_all_runs_every_run_jobs_at_a_time_with_a_share_of_the_threads(monkeypatch):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import threading
