@@ -1,6 +1,7 @@
 """Tests of benchmarks/plot.py's aggregation over seeds, on hand-written metrics.jsonl files (no training)."""
 import json
 import math
+import shlex
 import sys
 
 import pytest
@@ -194,19 +195,30 @@ def test_regime_flags_come_first_and_flags_given_win(monkeypatch, tmp_path):
     assert (args.mini_batches, args.lr) == (8, 1e-3)
 
 
-def test_the_readmes_offpolicy_command_runs_five_seeds_of_each_algorithm_at_32_updates(monkeypatch, tmp_path):
-    # README, "2. The comparison": the command gives no --seeds; issue 13 asks for >= 5 seeds per algorithm
+def readme_commands(script):
+    """The README's command lines that run benchmarks/<script>, as argument lists (comments dropped)."""
+    return [shlex.split(line.split("#")[0])[2:] for line in (REPO / "README.md").read_text().splitlines()
+            if line.startswith(f"python benchmarks/{script} ")]
+
+
+@pytest.mark.parametrize("regime, updates, steps", [("default", (2, 1), 100), ("offpolicy", (8, 4), 60)])
+def test_the_readmes_comparison_commands_run_five_seeds_of_each_algorithm(monkeypatch, tmp_path, regime, updates,
+                                                                          steps):
+    # README, "2. The comparison": issue 13 asks for >= 5 seeds per algorithm in both regimes, and the sweep and
+    # both comparisons within 60 minutes on 2 cores -- hence 100 and 60 steps (the README says how long they took)
     sys.path.insert(0, str(REPO / "benchmarks"))
     import compare
+    regime_of = lambda c: c[c.index("--regime") + 1] if "--regime" in c else "default"  # noqa: E731
+    command, = {tuple(c) for c in readme_commands("compare.py") if regime_of(c) == regime}  # one command per regime
     started = []
     monkeypatch.setattr(compare, "run_train", lambda run, flags, *rest, **kw: started.append(flags))
     monkeypatch.setattr(compare.plot, "main", lambda argv: None)
     monkeypatch.chdir(tmp_path)
-    compare.main(["--regime", "offpolicy", "--steps", "80"])
+    compare.main(list(command))
     runs = [compare.train.resolve_args(compare.train.parse_args(flags)) for flags in started]
     assert sorted((a.algo, a.seed) for a in runs) == sorted(
         (algo, seed) for algo in ["grpo", "dapo", "etr", "erc-dapo"] for seed in range(5))
-    assert {(a.mini_batches, a.epochs, a.lr, a.steps) for a in runs} == {(8, 4, 1e-4, 80)}
+    assert {(a.mini_batches, a.epochs, a.lr, a.steps) for a in runs} == {(*updates, 1e-4, steps)}
 
 
 def test_run_all_runs_every_run_jobs_at_a_time_with_a_share_of_the_threads(monkeypatch):
