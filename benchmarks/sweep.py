@@ -73,7 +73,10 @@ def main(argv=None):
     print(f"{len(runs)} runs of {args.steps} steps into {args.out}/: {args.algo}, seed {args.seed}, mini-batches "
           f"{args.mini_batches} x epochs {args.epochs} x lr {args.lrs}{' with ' + ' '.join(extra) if extra else ''}")
     t_start = time.perf_counter()
-    compare.run_all([(run, flags) for *_, run, flags in runs], args.steps, args.jobs)
+    # The runs with the most epochs first: a step's training work grows with the epochs, and with --jobs 2 the long
+    # runs then share the two cores instead of the longest one finishing alone at the end (the table keeps its order).
+    by_work = sorted(runs, key=lambda r: -r[1])
+    compare.run_all([(run, flags) for *_, run, flags in by_work], args.steps, args.jobs)
 
     print(f"\n| updates / batch | mini-batches | epochs | lr | clip fraction | entropy, first 10 | entropy, last 10 | "
           f"reward, first 10 | reward gain | ratio_max | seconds | clip >= {args.min_clip:g}, gain > 0 |")
