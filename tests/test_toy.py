@@ -8,6 +8,7 @@ import torch
 
 import rollout
 import toy
+import train
 
 
 def test_problems_are_deterministic_and_their_answers_correct():
@@ -198,3 +199,12 @@ def test_the_built_toy_reached_its_target(toy_dir):
     report = json.loads((toy_dir / "pretrain.json").read_text())
     assert report["stopped_by"] == "target" and report["sampled_accuracy"] >= toy.TARGET_ACCURACY
     assert report["seed"] == toy.DEFAULT_SEED and 0 < report["steps"] < toy.PRETRAIN_MAX_STEPS
+
+
+def test_the_default_toy_run_samples_at_most_two_thirds_of_the_300_steps_of_8_x_16_it_replaced():
+    # issue 12's budget for `python train.py`: the same lesson from <= 2/3 of the earlier default's samples, with
+    # more than one update per rollout batch (with one, the ratio is exactly 1 and no clip ever acts)
+    args = train.resolve_args(train.parse_args([]))
+    assert args.model == "toy"
+    assert args.steps * args.prompts_per_step * args.group_size <= 2 / 3 * 300 * 8 * 16
+    assert args.mini_batches * args.epochs >= 2
