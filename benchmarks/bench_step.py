@@ -30,6 +30,7 @@ costs without train_step's shortcut) is timed too and reported beside it, outsid
 """
 import argparse
 import copy
+import math
 import os
 import statistics
 import sys
@@ -212,10 +213,6 @@ def run_trl_and_ours(a, cfg, path, prompts, golds) -> tuple[dict, dict]:
     from trl import GRPOConfig, GRPOTrainer
 
     N = len(prompts) * a.group_size
-    mini_batch = N // a.mini_batches
-    if mini_batch % a.micro_batch_size:
-        raise rollout.UserError(f"TRL needs the mini-batch ({mini_batch} sequences) to be a multiple of "
-                                f"--micro-batch-size {a.micro_batch_size}: change --micro-batch-size")
     updates = a.mini_batches * a.epochs  # optimizer updates (= TRL trainer steps) per RL step
     ours, our_step_then_raw = ours_runner(a, cfg, path, prompts, golds)
     torch.manual_seed(0)
@@ -301,6 +298,11 @@ def main():
         if getattr(b, key) is not None:
             flags += ["--" + key.replace("_", "-"), str(getattr(b, key))]
     a = train.resolve_args(train.parse_args(flags))  # train.py's defaults and checks; algo grpo, 1 epoch
+    mini_batch = a.prompts_per_step * a.group_size // a.mini_batches
+    if not b.no_trl and not b.profile and mini_batch % a.micro_batch_size:
+        raise rollout.UserError(f"TRL needs the mini-batch ({mini_batch} sequences) to be a multiple of "
+                                f"--micro-batch-size {a.micro_batch_size}: pass e.g. --micro-batch-size "
+                                f"{math.gcd(mini_batch, a.micro_batch_size)}")
     a.device = b.device
     a.warmup, a.steps = b.warmup, b.steps
     # train.py's default is one generate call per step when it fits (memory.gen_batch_size); here always one call
@@ -353,4 +355,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except rollout.UserError as e:  # bad flags: one line naming the fix, exit 2 (as train.py)
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)

@@ -2,6 +2,7 @@
 import json
 import math
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -276,3 +277,15 @@ def test_run_all_stops_starting_runs_after_a_failure(monkeypatch):
     assert started == ["a"]
     with pytest.raises(SystemExit, match="--jobs"):
         compare.run_all([("a", [])], 10, jobs=0)
+
+
+def test_bench_step_refuses_a_micro_batch_that_trl_cannot_split_in_one_line():
+    # TRL's GRPOTrainer steps once per micro-batch: a mini-batch of 12 x 8 / 2 = 48 sequences cannot be cut into 32s.
+    # The check runs before any model is loaded, and names a micro-batch that works (the gcd, 16).
+    flags = ["--prompts-per-step", "12", "--group-size", "8", "--mini-batches", "2", "--micro-batch-size", "32"]
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_step.py"), *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: TRL needs the mini-batch (48 sequences) to be a multiple of --micro-batch-size 32: pass e.g. "
+        "--micro-batch-size 16"]
