@@ -213,6 +213,7 @@ def run_trl_and_ours(a, cfg, path, prompts, golds) -> tuple[dict, dict]:
     from trl import GRPOConfig, GRPOTrainer
 
     N = len(prompts) * a.group_size
+    mini_batch = N // a.mini_batches  # a multiple of a.micro_batch_size: main checked it
     updates = a.mini_batches * a.epochs  # optimizer updates (= TRL trainer steps) per RL step
     ours, our_step_then_raw = ours_runner(a, cfg, path, prompts, golds)
     torch.manual_seed(0)
