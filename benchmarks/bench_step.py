@@ -30,7 +30,6 @@ costs without train_step's shortcut) is timed too and reported beside it, outsid
 """
 import argparse
 import copy
-import math
 import os
 import statistics
 import sys
@@ -280,6 +279,12 @@ def median(values, skip: int) -> float:
     return statistics.median(values[skip:])
 
 
+def trl_micro_batch(mini_batch: int, micro_batch_size: int) -> int:
+    """The largest micro-batch <= micro_batch_size that divides the mini-batch. TRL's GRPOTrainer takes one step
+    per micro-batch and accumulates a whole number of them into each update; ours splits any mini-batch."""
+    return max(d for d in range(1, micro_batch_size + 1) if mini_batch % d == 0)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="toy", help="toy | random-qwen2.5-0.5b | hub id / local dir (default: toy)")
@@ -288,7 +293,8 @@ def main():
     p.add_argument("--group-size", type=int, help="default: train.py's for the model")
     p.add_argument("--max-new-tokens", type=int, help="every completion has exactly this length (default: train.py's)")
     p.add_argument("--mini-batches", type=int, help="optimizer updates per rollout batch (default: train.py's)")
-    p.add_argument("--micro-batch-size", type=int, help="default: train.py's for the model")
+    p.add_argument("--micro-batch-size", type=int,
+                   help="default: train.py's for the model; with TRL, the largest that divides the mini-batch")
     p.add_argument("--warmup", type=int, default=1, help="steps of each side not counted (default: 1)")
     p.add_argument("--steps", type=int, default=10, help="timed A/B pairs (default: 10)")
     p.add_argument("--no-trl", action="store_true", help="ours and the raw work only (TRL not installed)")
@@ -300,10 +306,12 @@ def main():
             flags += ["--" + key.replace("_", "-"), str(getattr(b, key))]
     a = train.resolve_args(train.parse_args(flags))  # train.py's defaults and checks; algo grpo, 1 epoch
     mini_batch = a.prompts_per_step * a.group_size // a.mini_batches
-    if not b.no_trl and not b.profile and mini_batch % a.micro_batch_size:
-        raise rollout.UserError(f"TRL needs the mini-batch ({mini_batch} sequences) to be a multiple of "
-                                f"--micro-batch-size {a.micro_batch_size}: pass e.g. --micro-batch-size "
-                                f"{math.gcd(mini_batch, a.micro_batch_size)}")
+    fits = trl_micro_batch(mini_batch, a.micro_batch_size)
+    if not b.no_trl and not b.profile and fits != a.micro_batch_size:
+        if b.micro_batch_size is not None:
+            raise rollout.UserError(f"TRL needs the mini-batch ({mini_batch} sequences) to be a multiple of "
+                                    f"--micro-batch-size {a.micro_batch_size}: pass e.g. --micro-batch-size {fits}")
+        a.micro_batch_size = fits  # train.py's default does not divide it (the toy: 48 rows, 32): both sides use fits
     a.device = b.device
     a.warmup, a.steps = b.warmup, b.steps
     # train.py's default is one generate call per step when it fits (memory.gen_batch_size); here always one call

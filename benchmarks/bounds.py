@@ -90,7 +90,8 @@ def draw(rows: list[dict], cfg: etr.LossConfig, group_size: int, out: Path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--group-size", type=int, default=16, help="G (default: 16; the toy samples 8 per problem: --group-size 8)")
+    p.add_argument("--group-size", type=int, default=16,
+                   help="G (default: 16; the toy samples 8 per problem: --group-size 8)")
     p.add_argument("--out", type=Path, default=Path("bounds.png"), help="the figure (default: bounds.png)")
     args = p.parse_args(argv)
     if args.group_size < 2:

@@ -281,11 +281,19 @@ def test_run_all_stops_starting_runs_after_a_failure(monkeypatch):
 
 def test_bench_step_refuses_a_micro_batch_that_trl_cannot_split_in_one_line():
     # TRL's GRPOTrainer steps once per micro-batch: a mini-batch of 12 x 8 / 2 = 48 sequences cannot be cut into 32s.
-    # The check runs before any model is loaded, and names a micro-batch that works (the gcd, 16).
+    # The check runs before any model is loaded, and names the largest micro-batch up to 32 that works, 24 (what
+    # bench_step takes by itself when --micro-batch-size is not given).
     flags = ["--prompts-per-step", "12", "--group-size", "8", "--mini-batches", "2", "--micro-batch-size", "32"]
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_step.py"), *flags],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         "error: TRL needs the mini-batch (48 sequences) to be a multiple of --micro-batch-size 32: pass e.g. "
-        "--micro-batch-size 16"]
+        "--micro-batch-size 24"]
+
+
+@pytest.mark.parametrize("mini_batch, micro, fits", [(48, 32, 24), (64, 32, 32), (48, 48, 48), (7, 4, 1), (12, 5, 4)])
+def test_bench_step_takes_the_largest_micro_batch_that_divides_the_mini_batch(mini_batch, micro, fits):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_step
+    assert bench_step.trl_micro_batch(mini_batch, micro) == fits
