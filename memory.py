@@ -4,7 +4,8 @@
 
 The README's memory table as code. The run it describes is train.py's on CUDA: fp32 weights, gradients and
 AdamW state, forward passes under bf16 autocast. Per part, in bytes (P parameters; h hidden, i MLP width,
-L layers, kv = KV heads x head dim, V vocabulary; S = p + max_new_tokens tokens per sequence, p = PROMPT_TOKENS):
+L layers, kv = KV heads x head dim, q = heads x head dim, V vocabulary; S = p + max_new_tokens tokens per sequence,
+p = the longest prompt, PROMPT_TOKENS before any prompt is seen):
 
     weights, gradients        4P + 4P        fp32 master weights (train.py's docstring says why)
     AdamW moments             8P             fp32 m and v
@@ -15,15 +16,27 @@ L layers, kv = KV heads x head dim, V vocabulary; S = p + max_new_tokens tokens 
                                              layer's fp32 input, B S L 4h, plus one layer's B S A in recompute
     lm_head chunk             C V 16         C = rollout.CHUNK_ROWS completion tokens: fp32 logits, logsumexp's
                                              exp buffer and two fp32 gradient buffers in backward
+    lm_head weight gradients  8 V h          every chunk's backward makes an fp32 [V, h] gradient, added into a
+                                             buffer that lives until the (tied) embedding's backward: 2 of them
     KV cache (generation)     n S L kv 4     bf16 keys and values (rollout.kv_cache), n rows per generate call
-    sampling buffers          n V 26         per row and step: bf16 logits 2, their fp32 copy 4, temperature 4,
-                                             softmax 4, top-p sort 4 + int64 indices 8
-    prefill                   n p (6i + 12h) the prompt's pass: bf16 MLP gate/up/product, fp32 residual and norm
+    repeated K, V             n S q 4        with a padding mask, SDPA attention repeats K and V to every query
+                                             head (transformers' repeat_kv), one layer at a time
+    sampling buffers          n V 40         per row and step: fp32 logits 4 (rollout.fp32_lm_head) and their
+                                             copy 4, SampledLogp's log-softmax 4 + its input 4, temperature 4,
+                                             softmax 4, top-p sort 4 + int64 indices 8, the previous step's 4
+    prefill                   n p (6i + 12h + 4q)  the prompt's pass: bf16 MLP gate/up/product, fp32 residual
+                                             and norm, repeated K, V
+    no-grad micro-batch       m S (A/L... )  scoring pi_old / pi_ref: one layer's activations at a time (A per token)
+                                             plus the fp32 hidden states, for m = train.SCORE_MICRO_BATCHES micro-batches
+    AdamW step temporaries    4P             torch's foreach AdamW: a full fp32 sqrt(v); 0 with fused=True (CUDA)
     CUDA context, slack       1.5 GiB
 
-Training peak = weights + gradients + AdamW + copies + reference + activations + lm_head chunk + slack.
-Generation peak = the same without gradients (set to None between updates), activations and chunk, plus
-n rows' KV cache and sampling buffers (or prefill, whichever is larger). The run's peak is the larger of the two.
+Four phases, each peak the fixed part (weights, AdamW m and v, autocast copies, reference, slack) plus:
+    generate   n rows' KV cache, repeated K, V and sampling buffers (or the prefill, whichever is larger)
+    score      the no-grad micro-batch and an lm_head chunk (gradients are None between updates)
+    train      gradients, one micro-batch's activations, the lm_head chunk and its weight-gradient buffers
+    optimizer  gradients and the step's temporaries (autocast's copies are freed when its region ends; kept here)
+The run's peak is the largest of the four. benchmarks/gpu_check.py measures each phase on a GPU against this.
 """
 import math
 from pathlib import Path
@@ -33,6 +46,7 @@ import torch
 import rollout
 
 GiB = 2 ** 30
+PHASES = ("generate", "score", "train", "optimizer")
 PROMPT_TOKENS = 256  # assumed prompt length for the estimate before any prompt is seen: MATH problems + instruction
 SLACK = int(1.5 * GiB)  # CUDA context, cuBLAS workspaces, allocator fragmentation
 # Bytes saved for backward per token and layer of a Qwen2/Qwen3 decoder layer under bf16 autocast with the fp32
@@ -43,7 +57,9 @@ SLACK = int(1.5 * GiB)  # CUDA context, cuBLAS workspaces, allocator fragmentati
 # logsumexp (not measured: no GPU).
 ACT_H, ACT_KV, ACT_I = 30, 4, 8
 LM_HEAD_BYTES = 16  # per logit of a chunk, see the table above
-SAMPLING_BYTES = 26  # per vocabulary entry and row of one sampling step
+SAMPLING_BYTES = 40  # per vocabulary entry and row of one sampling step
+SCORE_MICRO_BATCHES = 4  # train.py scores pi_old / pi_ref (no grad, no activations kept) in this many micro-batches at once
+GEN_MARGIN = 0.9  # generate calls are sized to this share of the spare memory: allocator fragmentation
 
 
 def shape(config) -> dict:
@@ -75,17 +91,19 @@ def kv_bytes_per_token(config, bytes_per_value: int = 2) -> int:
 
 
 def generation_bytes_per_row(config, prompt_tokens: int, max_new_tokens: int) -> int:
-    """What one more row of a generate call costs at its peak: KV cache + sampling buffers, or the prefill."""
+    """What one more row of a generate call costs at its peak: KV cache, K and V repeated to every query head in
+    the layer being computed, sampling buffers; or the prefill."""
     s = shape(config)
-    end = (prompt_tokens + max_new_tokens) * kv_bytes_per_token(config) + s["vocab"] * SAMPLING_BYTES
-    prefill = prompt_tokens * (6 * s["i"] + 12 * s["h"])
+    S, q = prompt_tokens + max_new_tokens, s["heads"] * s["head_dim"]
+    end = S * kv_bytes_per_token(config) + S * 4 * q + s["vocab"] * SAMPLING_BYTES
+    prefill = prompt_tokens * (6 * s["i"] + 12 * s["h"] + 4 * q)
     return max(end, prefill)
 
 
 def estimate(config, *, micro_batch_size: int, max_new_tokens: int, gen_rows: int, gradient_checkpointing: bool,
-             kl_coef: float, prompt_tokens: int = PROMPT_TOKENS) -> dict:
-    """Bytes per part of a CUDA run (module docstring) and the peaks: {"parts": {name: bytes}, "train": ...,
-    "generate": ..., "peak": ...}."""
+             kl_coef: float, prompt_tokens: int = PROMPT_TOKENS, fused_adamw: bool = True) -> dict:
+    """Bytes per part of a CUDA run (module docstring) and the peaks: {"parts": {name: bytes}, "generate": ...,
+    "score": ..., "train": ..., "optimizer": ..., "peak": ...}."""
     s, P = shape(config), n_params(config)
     tokens = micro_batch_size * (prompt_tokens + max_new_tokens)  # one training micro-batch
     per_layer = ACT_H * s["h"] + ACT_KV * s["kv"] + ACT_I * s["i"]  # bytes per token and layer
@@ -93,6 +111,7 @@ def estimate(config, *, micro_batch_size: int, max_new_tokens: int, gen_rows: in
         activations = tokens * s["layers"] * 4 * s["h"] + tokens * per_layer
     else:
         activations = tokens * s["layers"] * per_layer
+    score_tokens = SCORE_MICRO_BATCHES * tokens
     parts = {
         "weights (fp32)": 4 * P,
         "gradients (fp32)": 4 * P,
@@ -101,21 +120,28 @@ def estimate(config, *, micro_batch_size: int, max_new_tokens: int, gen_rows: in
         "reference model (fp32)": 4 * P if kl_coef > 0 else 0,
         "activations, one micro-batch": activations,
         "lm_head chunk": min(rollout.CHUNK_ROWS, micro_batch_size * max_new_tokens) * s["vocab"] * LM_HEAD_BYTES,
+        "lm_head weight gradients": 8 * s["vocab"] * s["h"],
+        "no-grad micro-batch (scoring)": score_tokens * (per_layer + 8 * s["h"]),
+        "AdamW step temporaries": 0 if fused_adamw else 4 * P,
         "generation: KV cache + sampling": gen_rows * generation_bytes_per_row(config, prompt_tokens, max_new_tokens),
         "CUDA context, slack": SLACK,
     }
     fixed = sum(parts[k] for k in ("weights (fp32)", "AdamW m, v (fp32)", "autocast bf16 weight copies",
                                    "reference model (fp32)", "CUDA context, slack"))
-    train = fixed + parts["gradients (fp32)"] + parts["activations, one micro-batch"] + parts["lm_head chunk"]
-    generate = fixed + parts["generation: KV cache + sampling"]
-    return {"parts": parts, "train": train, "generate": generate, "peak": max(train, generate), "gen_rows": gen_rows}
+    phases = {
+        "generate": fixed + parts["generation: KV cache + sampling"],
+        "score": fixed + parts["no-grad micro-batch (scoring)"] + parts["lm_head chunk"],
+        "train": fixed + parts["gradients (fp32)"] + parts["activations, one micro-batch"] + parts["lm_head chunk"]
+                 + parts["lm_head weight gradients"],
+        "optimizer": fixed + parts["gradients (fp32)"] + parts["AdamW step temporaries"],
+    }
+    return {"parts": parts, **phases, "peak": max(phases.values()), "gen_rows": gen_rows}
 
 
 def report(est: dict, available: int | None = None) -> str:
     names = {"generation: KV cache + sampling": f"generation: KV cache + sampling, {est['gen_rows']} rows"}
     lines = [f"  {names.get(name, name):<44} {value / GiB:7.2f} GiB" for name, value in est["parts"].items() if value]
-    lines += [f"  {'peak in training':<44} {est['train'] / GiB:7.2f} GiB",
-              f"  {'peak in generation':<44} {est['generate'] / GiB:7.2f} GiB"]
+    lines += [f"  {'peak in ' + phase:<44} {est[phase] / GiB:7.2f} GiB" for phase in PHASES]
     if available is not None:
         lines.append(f"  {'GPU memory this run can use':<44} {available / GiB:7.2f} GiB")
     return "estimated peak GPU memory (memory.py):\n" + "\n".join(lines)
@@ -151,7 +177,7 @@ def gen_rows_per_call(config, rows: int, prompt_tokens: int, max_new_tokens: int
     the fewest calls that fit, with the rows spread evenly over them."""
     if spare is None:
         return rows
-    fit = spare // generation_bytes_per_row(config, prompt_tokens, max_new_tokens)
+    fit = int(spare * GEN_MARGIN) // generation_bytes_per_row(config, prompt_tokens, max_new_tokens)
     if fit < 1:
         raise rollout.UserError(f"not even one sequence of {prompt_tokens} + {max_new_tokens} tokens fits in the "
                                 f"{max(spare, 0) / GiB:.2f} GiB left for generation: lower --max-new-tokens or use a "
@@ -171,14 +197,15 @@ def gen_batch_size(model, rows: int, prompt_tokens: int, max_new_tokens: int) ->
     return gen_rows_per_call(model.config, rows, prompt_tokens, max_new_tokens, spare)
 
 
-def check(config, args, available: int):
+def check(config, args, available: int, prompt_tokens: int = PROMPT_TOKENS):
     """Stop before the first step, with one line naming what to change, when the training peak cannot fit. Tried in
     the issue's order: --gradient-checkpointing, then a smaller --micro-batch-size (with or without it)."""
     base = dict(micro_batch_size=args.micro_batch_size, max_new_tokens=args.max_new_tokens, gen_rows=1,
-                gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef)
+                gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef, prompt_tokens=prompt_tokens)
 
-    def need(**change) -> int:
-        return estimate(config, **{**base, **change})["train"]
+    def need(**change) -> int:  # the training phases' peak (generation is sized to fit by gen_rows_per_call)
+        est = estimate(config, **{**base, **change})
+        return max(est["score"], est["train"], est["optimizer"])
 
     if need() <= available:
         return

@@ -17,6 +17,7 @@ Three jobs, shared by train.py and eval.py:
 top_p < 1 makes the sampled distribution differ from the scored (full-softmax) one; this is the usual
 practice in GRPO implementations and is left to the caller.
 """
+import contextlib
 import os
 from pathlib import Path
 
@@ -130,11 +131,30 @@ def build_prompt(problem: str, tokenizer, template: str = "plain") -> str:
 
 # ----------------------------------------------------------------------------------------------- generation
 
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template closes an assistant turn with (<|im_end|> in ChatML, <|eot_id|> in
+    Llama 3), read off the template itself: render a turn, take the first special token after its content."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}],
+                                             tokenize=False)
+    except Exception:  # noqa: BLE001 -- a template that cannot render a turn has no end-of-turn token to offer
+        return None
+    after = text[text.rfind("2") + 1:]
+    specials = sorted((after.find(t), t) for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab())
+                      if t and t in after)
+    return tokenizer.convert_tokens_to_ids(specials[0][1]) if specials else None
+
+
 def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a completion: the tokenizer's EOS plus the generation config's (e.g. <|im_end|>)."""
+    """Every id that ends a completion: the tokenizer's EOS, the generation config's, and the chat template's
+    end-of-turn token. The last one matters for a base model's tokenizer (Qwen2.5 base: EOS <|endoftext|>) under
+    --template chat: its answer ends with <|im_end|>, and without it generation would run on to the limit."""
     ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return sorted(set(ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+    ids = set() if ids is None else {ids} if isinstance(ids, int) else set(ids)
+    ids |= {i for i in (tokenizer.eos_token_id, end_of_turn_id(tokenizer)) if i is not None}
+    return sorted(ids)
 
 
 def _encode(tokenizer, texts: list[str]):
@@ -165,10 +185,49 @@ def kv_cache(model):
     return {name: KeysAsValuesCache()}
 
 
+class SampledLogp:
+    """A logits processor that records log pi(token) of each token at the moment it is sampled: the log-softmax of
+    the raw logits / temperature (as completion_logprobs scores it; top-p's renormalisation left out, as there).
+    generate() runs custom processors before its temperature and top-p warpers, so `scores` here are raw. At step t
+    it sees the token chosen at step t - 1 as input_ids[:, -1]; finish() takes the last step's."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.prev, self.logps = temperature, None, []
+
+    def __call__(self, input_ids, scores):  # [b, L], [b, V]
+        if self.prev is not None:
+            self.logps.append(self.prev.gather(1, input_ids[:, -1:]))  # [b, 1]
+        self.prev = (scores.float() / self.temperature).log_softmax(-1)  # [b, V] fp32
+        return scores
+
+    def finish(self, completion_ids):  # [b, t] -> [b, t] fp32 on the CPU
+        if self.prev is None:  # no step ran (no token generated, or a stand-in for generate in a test)
+            return torch.zeros(completion_ids.shape)
+        self.logps.append(self.prev.gather(1, completion_ids[:, -1:].to(self.prev.device)))
+        return torch.cat(self.logps, 1).cpu()[:, :completion_ids.shape[1]]
+
+
+@contextlib.contextmanager
+def fp32_lm_head(model):
+    """While generating, the lm_head computes fp32 logits also under bf16 autocast, as _chunk_logp_entropy does when
+    scoring: the tokens are then sampled from the distribution that is scored as pi_old, not from a bf16 rounding
+    of it (logits of 8-32 rounded to steps of 0.06-0.125). generate() asks for the last position only
+    (logits_to_keep=1), so this costs one [b, V] fp32 product per step. Patched on the instance, removed after."""
+    head = model.get_output_embeddings()
+    head.forward = lambda h: linear32(h, head.weight, head.bias)
+    try:
+        yield
+    finally:
+        del head.forward
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0,
              max_new_tokens: int = 256, batch_size: int = 64) -> dict:
-    """Sample n completions of every prompt (rows i*n .. i*n+n-1 belong to prompt i); temperature 0 = greedy."""
+    """Sample n completions of every prompt (rows i*n .. i*n+n-1 belong to prompt i); temperature 0 = greedy.
+    With sampling, sample_logp [N, T] holds log pi(token) as each token was sampled (SampledLogp), so that the
+    trainer can log how far the sampling policy is from the scored pi_old (TRL's and verl's vLLM diagnostic)."""
+    from transformers import LogitsProcessorList
     eos_ids, pad_id = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     sampling = temperature > 0
     # Every knob set explicitly: generate() otherwise falls back to the checkpoint's generation_config
@@ -178,16 +237,22 @@ def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float
     rows = [p for p in prompts for _ in range(n)]
     was_training = model.training
     model.eval()
-    prompt_ids, prompt_mask, completion_ids = [], [], []
+    prompt_ids, prompt_mask, completion_ids, sample_logp = [], [], [], []
     for start in range(0, len(rows), batch_size):
         enc = _encode(tokenizer, rows[start:start + batch_size])
         ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)  # [b, p]
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
-                             eos_token_id=eos_ids, pad_token_id=pad_id, repetition_penalty=1.0, **knobs,
-                             **kv_cache(model))  # [b, p + t]
+        recorder = SampledLogp(temperature) if sampling else None
+        with fp32_lm_head(model):
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=True,
+                                 eos_token_id=eos_ids, pad_token_id=pad_id, repetition_penalty=1.0, **knobs,
+                                 logits_processor=LogitsProcessorList([recorder] if recorder else []),
+                                 **kv_cache(model))  # [b, p + t]
         prompt_ids.append(ids.cpu())
         prompt_mask.append(mask.cpu())
         completion_ids.append(out[:, ids.shape[1]:].cpu())  # [b, t]
+        if recorder:
+            sample_logp.append(recorder.finish(completion_ids[-1]))  # [b, t]
+        del recorder, out  # the recorder's [b, V] buffer goes before the next call
     model.train(was_training)
 
     P = max(x.shape[1] for x in prompt_ids)
@@ -202,13 +267,61 @@ def generate(model, tokenizer, prompts: list[str], n: int, *, temperature: float
     completion_mask = (eos_before == 0).long()  # [N, T]
     texts = tokenizer.batch_decode([ids[m.bool()] for ids, m in zip(completion_ids, completion_mask)],
                                    skip_special_tokens=True)
+    # [N, T] fp32, 0 where the mask is 0 (None for greedy decoding: no distribution was sampled)
+    sample_logp = torch.cat([F.pad(x, (0, T - x.shape[1])) for x in sample_logp]) * completion_mask if sampling else None
     return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-            "completion_mask": completion_mask, "texts": texts, "truncated": ~is_eos.bool().any(1)}
+            "completion_mask": completion_mask, "texts": texts, "truncated": ~is_eos.bool().any(1),
+            "sample_logp": sample_logp}
 
 
 # ----------------------------------------------------------------------------------------------- scoring
 
 CHUNK_ROWS = 512  # completion tokens per lm_head chunk: [512, 151936] fp32 logits = 0.3 GB at Qwen's vocabulary
+
+
+# The lm_head's fp32 matmuls on CUDA: TF32 (fp32 range, inputs rounded to a 10-bit mantissa, fp32 accumulation)
+# runs them on the tensor cores. With TF32 off (torch's default) the forward, its recompute and the two backward
+# GEMMs of a [M, H] x [H, V] product run at plain fp32 rate, several times the whole bf16 decoder for Qwen2.5-0.5B
+# (V = 151,936). The error TF32 adds to log pi is ~1e-3 against bf16's ~6e-2 (README, "The GPU path"); train.py's
+# --lm-head-precision sets this. Only this matmul is affected: the flag is set around it, in forward and backward.
+LM_HEAD_TF32 = True
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+class _Linear32(torch.autograd.Function):
+    """h [M, H] @ weight [V, H]^T in fp32 with autocast off, TF32 or not (the flag is read when each GEMM is
+    launched, so it is set in backward too, where autograd's own linear would run under the global setting)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, tf32: bool):
+        ctx.save_for_backward(h, weight)
+        ctx.tf32 = tf32
+        with torch.autocast(h.device.type, enabled=False), _tf32(tf32):
+            return h @ weight.t()  # [M, V]
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [M, V]
+        h, weight = ctx.saved_tensors
+        with torch.autocast(grad.device.type, enabled=False), _tf32(ctx.tf32):
+            grad_h = grad @ weight if ctx.needs_input_grad[0] else None  # [M, H]
+            grad_w = grad.t() @ h if ctx.needs_input_grad[1] else None  # [V, H]
+        return grad_h, grad_w, None
+
+
+def linear32(h, weight, bias=None):
+    """The lm_head in fp32 (TF32 on CUDA when LM_HEAD_TF32), also under bf16 autocast -> fp32 logits [..., V]."""
+    logits = _Linear32.apply(h.float().reshape(-1, h.shape[-1]), weight.float(), LM_HEAD_TF32)  # [M, V]
+    logits = logits.reshape(*h.shape[:-1], -1)
+    return logits if bias is None else logits + bias.float()
 
 
 def _chunk_logp_entropy(h, tokens, weight, bias, temperature: float, with_entropy: bool):
@@ -221,7 +334,7 @@ def _chunk_logp_entropy(h, tokens, weight, bias, temperature: float, with_entrop
     # In-place ops where autograd allows them: the linear layer's backward does not need its output, so dividing
     # it in place by the temperature (softmax(logits / T) is the sampled distribution) saves one [M, V] buffer.
     with torch.autocast(h.device.type, enabled=False):
-        logits = F.linear(h.float(), weight.float(), None if bias is None else bias.float()).div_(temperature)  # [M, V]
+        logits = linear32(h, weight, bias).div_(temperature)  # [M, V] fp32
         lse = logits.logsumexp(-1)  # [M]
         logp = logits.gather(-1, tokens[:, None]).squeeze(-1) - lse  # [M]
         if not with_entropy:  # one softmax pass over [M, V] saved (twice in training: the checkpoint recomputes it)

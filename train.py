@@ -48,15 +48,19 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
+# Before torch initialises CUDA: the caching allocator grows segments instead of keeping one per size class, which
+# cuts fragmentation when sequence lengths change every step (generate, then micro-batches of other lengths).
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
-import etr
-import eval  # our eval.py (the benchmark harness); Python's builtin eval() is never used here
-import memory
-import reward
-import rollout
-import toy
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import etr  # noqa: E402
+import eval  # noqa: E402 -- our eval.py (the benchmark harness); Python's builtin eval() is never used here
+import memory  # noqa: E402
+import reward  # noqa: E402
+import rollout  # noqa: E402
+import toy  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- config
 # Settings whose sensible value depends on the model. "toy": tuned so that `python train.py` learns within
@@ -144,6 +148,9 @@ def parse_args(argv=None):
     p.add_argument("--overlong-buffer", type=int,
                    help="penalty: L_cache, the last tokens before --max-new-tokens over which the penalty falls\n"
                         "linearly from 0 to -1 (default: max-new-tokens // 5, DAPO's 4,096 of 20,480)")
+    p.add_argument("--overlong-penalty-max", type=float, default=0.5,
+                   help="penalty: the penalty at --max-new-tokens is -this. DAPO's -1 is for rewards of -1/+1 (a gap\n"
+                        "of 2); ours are 0/1, so 0.5 is DAPO's in proportion (default: 0.5)")
     p.add_argument("--dynamic-sampling", action="store_true",
                    help="drop groups whose rewards are all equal (DAPO; no re-sampling here) (default: off)")
     for field, (kind, text) in LOSS_FLAGS.items():
@@ -160,6 +167,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the data order and of torch's RNG (default: 0)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in backward: less memory, ~30%% slower (default: off)")
+    p.add_argument("--lm-head-precision", default="tf32", choices=["tf32", "fp32"],
+                   help="the lm_head's fp32 matmuls on CUDA (scoring and sampling): tf32 runs them on the tensor cores\n"
+                        "(log pi within ~1e-3 of fp32; README, the GPU path); no effect on CPU (default: tf32)")
     p.add_argument("--estimate-memory", action="store_true",
                    help="print the estimated peak GPU memory of this run from the model's config and exit;\n"
                         "loads no weights (a directory with config.json alone will do)")
@@ -194,6 +204,8 @@ def resolve_args(args):
                                 f"{args.mini_batches} equal mini-batches: change --mini-batches or --prompts-per-step")
     if args.overlong_buffer is None:
         args.overlong_buffer = max(1, args.max_new_tokens // 5)
+    if not args.overlong_penalty_max > 0:
+        raise rollout.UserError(f"--overlong-penalty-max must be > 0 (got {args.overlong_penalty_max})")
     if not 1 <= args.overlong_buffer <= args.max_new_tokens:
         raise rollout.UserError(f"--overlong-buffer {args.overlong_buffer} must be between 1 and --max-new-tokens "
                                 f"{args.max_new_tokens}")
@@ -208,7 +220,7 @@ def resolve_args(args):
 def loss_config(args):
     """etr.LossConfig: the algorithm's defaults, the flags the user set, and what the loop itself fixes."""
     overrides = {field: getattr(args, field) for field in LOSS_FLAGS}
-    reward_min = -1.0 if args.overlong == "penalty" else 0.0  # ETR's sigma_max^2 needs the reward's true range
+    reward_min = -args.overlong_penalty_max if args.overlong == "penalty" else 0.0  # ETR's sigma_max^2: the true range
     try:
         return etr.make_config(args.algo, max_len=args.max_new_tokens, kl_coef=args.kl_coef, reward_min=reward_min,
                                **overrides)
@@ -223,11 +235,12 @@ def autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def memory_estimate(config, args) -> dict:
+def memory_estimate(config, args, prompt_tokens: int = memory.PROMPT_TOKENS) -> dict:
     """memory.estimate for these settings; generation counted as one call of the whole step (the default when it fits)."""
     return memory.estimate(config, micro_batch_size=args.micro_batch_size, max_new_tokens=args.max_new_tokens,
                            gen_rows=args.gen_batch_size or args.prompts_per_step * args.group_size,
-                           gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef)
+                           gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef,
+                           prompt_tokens=prompt_tokens)
 
 
 def lr_at(step: int, args) -> float:
@@ -271,7 +284,8 @@ def load_data(args):
     return problems, eval_problems
 
 
-def overlong_rewards(texts, golds, lengths, truncated, overlong: str, max_new_tokens: int, buffer: int):
+def overlong_rewards(texts, golds, lengths, truncated, overlong: str, max_new_tokens: int, buffer: int,
+                     penalty_max: float = 0.5):
     """Step 3 -> (reward [N]: 1 = the final answer is verified correct, penalty [N]: DAPO's soft overlong punishment).
 
     What counts as the final answer: the last \\boxed{} (reward.extract_answer) of a completion that ended by itself
@@ -284,8 +298,9 @@ def overlong_rewards(texts, golds, lengths, truncated, overlong: str, max_new_to
                             for text, gold, was_cut in zip(texts, golds, truncated.tolist())])  # [N]
     if overlong != "penalty":
         return correct, torch.zeros_like(correct)
-    # DAPO Sec. 3.4, R_length(y): 0 up to L_max - L_cache tokens, then linear down to -1 at L_max (= max_new_tokens)
-    penalty = ((max_new_tokens - buffer - lengths.float()) / buffer).clamp(-1.0, 0.0)  # [N]
+    # DAPO Sec. 3.4, R_length(y): 0 up to L_max - L_cache tokens, then linear down to -1 at L_max (= max_new_tokens).
+    # DAPO's rewards are -1/+1; ours 0/1, half the gap: penalty_max = 0.5 keeps DAPO's proportion.
+    penalty = penalty_max * ((max_new_tokens - buffer - lengths.float()) / buffer).clamp(-1.0, 0.0)  # [N]
     return correct, penalty
 
 
@@ -298,7 +313,8 @@ def select(batch: dict, idx) -> dict:
 # ----------------------------------------------------------------------------------------------- steps 6-7
 
 def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mini_batches: int,
-               micro_batch_size: int, max_grad_norm: float, temperature: float, ref_model=None) -> dict:
+               micro_batch_size: int, max_grad_norm: float, temperature: float, ref_model=None,
+               phase=lambda name: None) -> dict:
     """Steps 6-7: log pi_old (and log pi_ref), then epochs x mini_batches AdamW updates on one rollout batch.
 
     batch: a rollout.generate dict plus adv [N], group_std [N] and ref_logp [N, T] (or None). log pi_old and
@@ -308,8 +324,10 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     by the *mini-batch's* counts (num_tokens, num_seqs), so the sum is the gradient of the whole mini-batch's
     loss, whatever micro_batch_size is.
     Returns the metrics averaged over updates (keys ending in _max: max), grad_norm (before clipping), the
-    mean entropy of pi_old, old_logp_diff_max (when pi_old is computed here; see 6.) and the number of updates
-    skipped because the loss or the gradient was not finite.
+    mean entropy of pi_old, old_logp_diff_max (when pi_old is computed here; see 6.), the sampling gap (below) and
+    the number of updates skipped because the loss or the gradient was not finite.
+    phase(name) is called as each phase begins ("score", "train", "optimizer", then "end"): benchmarks/gpu_check.py
+    times and measures them there; it does nothing in training.
     """
     loss_fn = etr.ALGOS[algo]
     needs_entropy = algo.startswith("erc")  # only ERC's mask uses the current policy's entropy
@@ -319,7 +337,9 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     perms = [torch.randperm(N) for _ in range(epochs)]  # [N] each; torch's global RNG, saved in checkpoints
     fill = perms[0].tensor_split(mini_batches)[0]  # the rows of the first update
     rest = perms[0][len(fill):]  # [N - len(fill)] the rows of the later updates of the first epoch
-    score = lambda m, rows, **k: rollout.score(m, select(batch, rows), micro_batch_size, temperature, **k)  # noqa: E731
+    score = lambda m, rows, size, **k: rollout.score(m, select(batch, rows), size, temperature, **k)  # noqa: E731
+    score_size = memory.SCORE_MICRO_BATCHES * micro_batch_size  # no-grad passes keep no activations: larger batches
+    phase("score")
 
     # 6. log pi_old and its entropy, without grad. The rows of the first update need no pass of their own:
     #    until the first optimizer step pi_theta *is* pi_old, so that update's forward gives their pi_old
@@ -333,18 +353,18 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
         batch["old_entropy"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
         with autocast(device):
             if len(rest):
-                batch["old_logp"][rest], batch["old_entropy"][rest] = score(model, rest)  # [n, T], [n, T]
-            probe_logp, _ = score(model, fill[:micro_batch_size], with_entropy=False)  # [m, T]
+                batch["old_logp"][rest], batch["old_entropy"][rest] = score(model, rest, score_size)  # [n, T], [n, T]
+            probe_logp, _ = score(model, fill[:micro_batch_size], micro_batch_size, with_entropy=False)  # [m, T]
     old_logp_diff_max = None
-    # log pi_ref, without grad, in the very micro-batches that give pi_old (rest's, then the first update's):
-    # under bf16 autocast the numbers depend on a micro-batch's padded shape, and only the same shapes make
-    # pi_ref == pi_old exactly before the first update (KL = 0).
+    # log pi_ref, without grad, in the very micro-batches that give pi_old (rest's no-grad ones, then the first
+    # update's training ones): under bf16 autocast the numbers depend on a micro-batch's padded shape, and only the
+    # same shapes make pi_ref == pi_old exactly before the first update (KL = 0).
     if ref_model is not None:
         batch["ref_logp"] = torch.zeros(batch["completion_ids"].shape)  # [N, T]
         with autocast(device):
-            for rows in (rest, fill):
+            for rows, size in ((rest, score_size), (fill, micro_batch_size)):
                 if len(rows):
-                    batch["ref_logp"][rows] = score(ref_model, rows, with_entropy=False)[0]  # [n, T]
+                    batch["ref_logp"][rows] = score(ref_model, rows, size, with_entropy=False)[0]  # [n, T]
 
     updates, skipped = [], 0
     for epoch, perm in enumerate(perms):
@@ -356,6 +376,7 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
             T = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 0  # last used column; past it: padding
             num_tokens, num_seqs = int(mask.sum()), len(mb)
             metrics = {"loss": torch.zeros(())}
+            phase("train")
             for micro in mb.split(micro_batch_size):
                 cols = lambda key: batch[key][micro][:, :T].to(device)  # noqa: E731  [m, T]
                 with autocast(device):
@@ -377,6 +398,7 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
                     value = value.detach().float().cpu()
                     old = metrics.get(key)
                     metrics[key] = value if old is None else torch.maximum(old, value) if key.endswith("_max") else old + value
+            phase("optimizer")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)  # norm before clipping
             if not (torch.isfinite(metrics["loss"]) and torch.isfinite(grad_norm)):
                 tqdm.write(f"warning: non-finite loss ({metrics['loss'].item()}) or grad norm ({grad_norm.item()}): "
@@ -386,6 +408,7 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             updates.append({**{k: v.item() for k, v in metrics.items()}, "grad_norm": grad_norm.item()})
+    phase("end")
     averaged = {}
     for key in updates[0]:
         values = [u[key] for u in updates]
@@ -393,6 +416,9 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     mask = batch["completion_mask"]  # [N, T]
     entropy = ((batch["old_entropy"] * mask).sum() / mask.sum()).item()  # mean entropy of pi_old per token
     diff = {} if old_logp_diff_max is None else {"old_logp_diff_max": old_logp_diff_max}
+    if batch.get("sample_logp") is not None:  # how far the sampling policy was from the scored pi_old (rollout.py)
+        gap = (batch["sample_logp"] - batch["old_logp"])[mask.bool()].abs()  # [M]
+        diff.update(sample_logp_gap_max=gap.max().item(), sample_logp_gap_mean=gap.mean().item())
     return {**averaged, "entropy": entropy, **diff, "skipped_updates": skipped}
 
 
@@ -412,7 +438,9 @@ def save_checkpoint(out: Path, step: int, model, tokenizer, optimizer, state: di
     root = out / "checkpoints"
     final, tmp = root / f"step_{step}", root / f".tmp_step_{step}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    use_cache, model.config.use_cache = model.config.use_cache, True  # off in training with gradient checkpointing;
+    model.save_pretrained(tmp)  # a checkpoint is for inference too, where the KV cache is what makes it fast
+    model.config.use_cache = use_cache
     tokenizer.save_pretrained(tmp)
     rng = {"python": random.getstate(), "torch": torch.get_rng_state(),
            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -486,6 +514,7 @@ def run(args) -> dict:
     problems, eval_problems = load_data(args)
 
     # fp32 weights on every device (see the docstring); on CUDA the forward passes run under bf16 autocast.
+    rollout.LM_HEAD_TF32 = args.lm_head_precision == "tf32"
     model, tokenizer = rollout.load_model(str(resume_from or args.model), dtype=torch.float32,
                                           gradient_checkpointing=args.gradient_checkpointing)
     device = model.device
@@ -497,9 +526,15 @@ def run(args) -> dict:
         ref_model.eval().requires_grad_(False)
     available = memory.available_bytes(device)  # None off CUDA
     if available is not None:  # the estimate beside the GPU's memory; stop now, not at the first OOM
-        print(memory.report(memory_estimate(model.config, args), available))
-        memory.check(model.config, args, available)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
+        # with the longest prompt of --data (tokenised once), not memory.PROMPT_TOKENS: MATH has far longer ones
+        prompt_tokens = max(len(ids) for ids in tokenizer(
+            [rollout.build_prompt(p["problem"], tokenizer, args.template) for p in problems])["input_ids"])
+        print(memory.report(memory_estimate(model.config, args, prompt_tokens), available))
+        memory.check(model.config, args, available, prompt_tokens)
+    # fused=True on CUDA: one kernel for the whole update and no temporaries -- the default (foreach) AdamW
+    # allocates a full fp32 temporary for sqrt(v), a peak of 20 bytes per parameter instead of 16 (memory.py)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay,
+                                  fused=device.type == "cuda")
 
     metrics_path, samples_path = out / "metrics.jsonl", out / "samples.jsonl"
     if resume_from:
@@ -553,7 +588,8 @@ def run(args) -> dict:
         golds = [p["answer"] for p in step_problems for _ in range(G)]
         lengths = batch["completion_mask"].sum(1)  # [N] completion tokens incl. EOS
         correct, penalty = overlong_rewards(batch["texts"], golds, lengths, batch["truncated"], args.overlong,
-                                            args.max_new_tokens, args.overlong_buffer)  # [N], [N]
+                                            args.max_new_tokens, args.overlong_buffer,
+                                            args.overlong_penalty_max)  # [N], [N]
         rewards = correct + penalty  # [N]
 
         # 4. group-relative advantages; group_std = sigma_q of each sample's group (ETR's macro elasticity)

@@ -30,16 +30,24 @@ def test_estimate_by_hand():
                           gradient_checkpointing=False, kl_coef=0.0, prompt_tokens=16)
     P = SMALL_PARAMS
     # a micro-batch: 2 x (16 + 16) = 64 tokens; per token and layer 30*64 + 4*32 + 8*128 = 3,072 bytes; 2 layers
-    # lm_head chunk: min(512, 2 * 16) = 32 rows x 100 x 16 bytes
-    # a generate row: end 32 tokens x (2 layers x 2 x 32 x 2 bytes) + 100 x 26 = 10,792; prefill 16 x (6*128 + 12*64)
-    # = 24,576 is larger
+    # lm_head chunk: min(512, 2 * 16) = 32 rows x 100 x 16 bytes; its weight-gradient buffers 8 x 100 x 64 = 51,200
+    # scoring: 4 micro-batches = 256 tokens x (3,072 + 8 x 64) = 917,504
+    # a generate row: end 32 tokens x (2 layers x 2 x 32 x 2 bytes) + K, V repeated to 4 heads of 16: 32 x 4 x 64
+    # + 100 x 40 = 8,192 + 8,192 + 4,000 = 20,384; prefill 16 x (6*128 + 12*64 + 4*64) = 28,672 is larger
     assert est["parts"] == {"weights (fp32)": 4 * P, "gradients (fp32)": 4 * P, "AdamW m, v (fp32)": 8 * P,
                             "autocast bf16 weight copies": 2 * P, "reference model (fp32)": 0,
                             "activations, one micro-batch": 64 * 2 * 3_072, "lm_head chunk": 32 * 100 * 16,
-                            "generation: KV cache + sampling": 8 * 24_576, "CUDA context, slack": 1.5 * 2 ** 30}
+                            "lm_head weight gradients": 51_200, "no-grad micro-batch (scoring)": 917_504,
+                            "AdamW step temporaries": 0,
+                            "generation: KV cache + sampling": 8 * 28_672, "CUDA context, slack": 1.5 * 2 ** 30}
     fixed = 14 * P + 1.5 * 2 ** 30
-    assert est["train"] == fixed + 4 * P + 64 * 2 * 3_072 + 32 * 100 * 16
-    assert est["generate"] == fixed + 8 * 24_576 and est["peak"] == est["train"]
+    assert est["train"] == fixed + 4 * P + 64 * 2 * 3_072 + 32 * 100 * 16 + 51_200
+    assert est["score"] == fixed + 917_504 + 32 * 100 * 16
+    assert est["optimizer"] == fixed + 4 * P
+    assert est["generate"] == fixed + 8 * 28_672 and est["peak"] == est["score"]  # 4 micro-batches at once
+    foreach = memory.estimate(Qwen2Config(**SMALL), micro_batch_size=2, max_new_tokens=16, gen_rows=8,
+                              gradient_checkpointing=False, kl_coef=0.0, prompt_tokens=16, fused_adamw=False)
+    assert foreach["optimizer"] == fixed + 8 * P  # foreach AdamW's sqrt(v) temporary: 20 bytes per parameter
     ckpt = memory.estimate(Qwen2Config(**SMALL), micro_batch_size=2, max_new_tokens=16, gen_rows=8,
                            gradient_checkpointing=True, kl_coef=0.1, prompt_tokens=16)
     # each layer's fp32 input (64 tokens x 2 layers x 4 x 64) + one layer recomputed (64 x 3,072); reference fp32
@@ -78,23 +86,25 @@ def test_activation_coefficients_match_what_autograd_saves(shape):
 
 def test_gen_rows_per_call():
     config = Qwen2Config(**SMALL)
-    row = memory.generation_bytes_per_row(config, 16, 16)  # 24,576 (test_estimate_by_hand)
-    assert row == 24_576
+    row = memory.generation_bytes_per_row(config, 16, 16)  # 28,672 (test_estimate_by_hand)
+    assert row == 28_672 and memory.GEN_MARGIN == 0.9  # calls are sized to 90 % of the spare memory
     assert memory.gen_rows_per_call(config, 8, 16, 16, None) == 8  # CPU: one call
-    assert memory.gen_rows_per_call(config, 8, 16, 16, 8 * row) == 8  # all fit: one call
-    assert memory.gen_rows_per_call(config, 8, 16, 16, 5 * row) == 4  # 2 calls of 4, not 5 + 3
-    assert memory.gen_rows_per_call(config, 8, 16, 16, 3 * row + row - 1) == 3  # 3 calls: 3 + 3 + 2
+    assert memory.gen_rows_per_call(config, 8, 16, 16, 8 * row * 10 // 9 + 1) == 8  # all fit: one call
+    assert memory.gen_rows_per_call(config, 8, 16, 16, 8 * row) == 4  # 7 fit in 90 %: 2 calls of 4, not 7 + 1
+    assert memory.gen_rows_per_call(config, 8, 16, 16, 5 * row * 10 // 9 + 1) == 4  # 2 calls of 4, not 5 + 3
+    assert memory.gen_rows_per_call(config, 8, 16, 16, 4 * row) == 3  # 3 fit in 90 %: 3 calls, 3 + 3 + 2
     with pytest.raises(rollout.UserError, match="--max-new-tokens"):
-        memory.gen_rows_per_call(config, 8, 16, 16, row - 1)
+        memory.gen_rows_per_call(config, 8, 16, 16, row)  # 90 % of one row
 
 
 def test_check_names_what_to_change():
-    config = Qwen2Config(**SMALL)
+    config = Qwen2Config(**{**SMALL, "num_hidden_layers": 8})  # 8 layers: training, not scoring, is the peak
     args = SimpleNamespace(micro_batch_size=4, max_new_tokens=512, gradient_checkpointing=False, kl_coef=0.0)
 
     def need(**change):
-        return memory.estimate(config, **{"micro_batch_size": 4, "max_new_tokens": 512, "gen_rows": 1,
-                                          "gradient_checkpointing": False, "kl_coef": 0.0, **change})["train"]
+        est = memory.estimate(config, **{"micro_batch_size": 4, "max_new_tokens": 512, "gen_rows": 1,
+                                         "gradient_checkpointing": False, "kl_coef": 0.0, **change})
+        return max(est["score"], est["train"], est["optimizer"])
 
     memory.check(config, args, need())  # fits exactly: no error
     with pytest.raises(rollout.UserError, match=r"add --gradient-checkpointing$"):

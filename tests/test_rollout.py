@@ -283,3 +283,109 @@ def test_logprobs_are_fp32_under_bf16_autocast(toy_dir, grad, monkeypatch):
     ref_entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T]
     assert (logp.detach().double() - ref_logp)[keep].abs().max() <= 1e-4
     assert (entropy.double() - ref_entropy)[keep].abs().max() <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- sampling = scoring
+
+def test_sample_logp_is_the_scored_logp(tiny):
+    """generate's recorded log pi(token) at sampling time equals the one-pass scorer's (fp32, no autocast): the
+    recorder sees raw logits (before temperature and top-p) and pairs each step's distribution with its token."""
+    model, tokenizer = tiny
+    torch.manual_seed(3)
+    out = rollout.generate(model, tokenizer, PROMPTS, 3, temperature=0.7, max_new_tokens=10)
+    logp, _ = rollout.score(model, out, 4, temperature=0.7)
+    assert out["sample_logp"].shape == logp.shape and (out["sample_logp"][out["completion_mask"] == 0] == 0).all()
+    torch.testing.assert_close(out["sample_logp"], logp, atol=1e-4, rtol=0)
+    assert rollout.generate(model, tokenizer, PROMPTS, 1, temperature=0.0, max_new_tokens=4)["sample_logp"] is None
+
+
+def test_sampling_from_fp32_logits_closes_the_gap_under_bf16_autocast(toy_dir, monkeypatch):
+    """Under bf16 autocast (CUDA's setting, forced here on the CPU) the sampled tokens' log pi at sampling time and
+    the scored pi_old differ: by the bf16 lm_head's rounding (logits of 8-32 in steps of 0.06-0.125) unless
+    generate's lm_head runs in fp32 as the scorer's does. What remains with the fix is the decoder's own bf16
+    arithmetic along two paths (KV cache vs one pass)."""
+    model, tokenizer = rollout.load_model(str(toy_dir), device="cpu")
+    prompts = [rollout.build_prompt(p["problem"], tokenizer) for p in toy.toy_problems(8, seed=5)]
+
+    def gap():
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            batch = rollout.generate(model, tokenizer, prompts, 4, max_new_tokens=24)
+            logp, _ = rollout.score(model, batch, 16, with_entropy=False)
+        keep = batch["completion_mask"].bool()
+        return (batch["sample_logp"] - logp)[keep].abs()
+
+    fixed = gap()
+    monkeypatch.setattr(rollout, "fp32_lm_head", lambda model: __import__("contextlib").nullcontext())
+    unfixed = gap()
+    print(f"sampling gap under CPU bf16 autocast: fp32 lm_head max {fixed.max():.4f} mean {fixed.mean():.5f}; "
+          f"bf16 lm_head max {unfixed.max():.4f} mean {unfixed.mean():.5f}")
+    assert fixed.mean() < unfixed.mean() / 2 and fixed.max() < unfixed.max()
+
+
+# ---------------------------------------------------------------------------------------------- the fp32 / TF32 lm_head
+
+def round_to_tf32(x):
+    """x rounded to TF32's 10-bit mantissa (round to nearest on the fp32 bit pattern), kept in fp32."""
+    bits = x.float().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def test_tf32_lm_head_error_is_small_and_bf16s_is_not(toy_dir):
+    """TF32's log pi error, emulated on the CPU by rounding the lm_head's inputs to a 10-bit mantissa (what the
+    tensor cores read; they accumulate in fp32 and return fp32), against fp64: <= 2e-3 here, and far below the
+    error of autocast's bf16 lm_head (bf16 inputs, and bf16 logits: steps of 0.06-0.125 at 8-32)."""
+    model, tokenizer = rollout.load_model(str(toy_dir), device="cpu")
+    prompts = [rollout.build_prompt(p["problem"], tokenizer) for p in toy.toy_problems(8, seed=6)]
+    torch.manual_seed(0)
+    batch = rollout.generate(model, tokenizer, prompts, 4, max_new_tokens=24)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        h = model.base_model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0))
+    P, keep = batch["prompt_ids"].shape[1], batch["completion_mask"].bool()
+    h, tokens, W = h.last_hidden_state[:, P - 1:-1][keep], batch["completion_ids"][keep], model.lm_head.weight.detach()
+
+    def logp(a, b, out=torch.float64):  # products accumulated in fp64, the logits rounded to `out`
+        return (a.double() @ b.double().T).to(out).double().log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+
+    exact = logp(h, W)
+    tf32 = (logp(round_to_tf32(h), round_to_tf32(W), torch.float32) - exact).abs().max().item()
+    bf16 = (logp(h.bfloat16(), W.bfloat16(), torch.bfloat16) - exact).abs().max().item()  # autocast: bf16 logits
+    print(f"lm_head log pi error against fp64: TF32 (emulated) {tf32:.2e}, bf16 {bf16:.2e}")
+    assert tf32 <= 2e-3 and tf32 < bf16 / 8
+
+
+def test_linear32_sets_tf32_in_forward_and_backward_and_matches_linear(monkeypatch):
+    calls = []
+    real = rollout._tf32
+    monkeypatch.setattr(rollout, "_tf32", lambda enabled: calls.append(enabled) or real(enabled))
+    torch.manual_seed(0)
+    h, W = torch.randn(6, 8, requires_grad=True), torch.randn(11, 8, requires_grad=True)
+    g = torch.randn(6, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rollout.linear32(h, W)
+    assert out.dtype == torch.float32
+    out.backward(g)
+    assert calls == [rollout.LM_HEAD_TF32] * 2  # forward, backward
+    h2, W2 = h.detach().clone().requires_grad_(), W.detach().clone().requires_grad_()
+    torch.nn.functional.linear(h2, W2).backward(g)
+    torch.testing.assert_close(out, torch.nn.functional.linear(h2, W2).detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.grad, h2.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(W.grad, W2.grad, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- chat end of turn
+
+def test_chat_template_end_of_turn_stops_generation_when_eos_is_endoftext(tiny):
+    """A base Qwen tokenizer: EOS <|endoftext|>, a ChatML template that closes turns with <|im_end|>. Under
+    --template chat the model ends its answer with <|im_end|>, so that must stop generation too."""
+    model, tokenizer = tiny
+    tokenizer = toy.make_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.eos_token == "<|endoftext|>" and rollout.end_of_turn_id(tokenizer) == im_end
+    assert im_end in rollout.eos_token_ids(model, tokenizer)
+    assert rollout.end_of_turn_id(toy.make_tokenizer()) is None  # no template: nothing added

@@ -328,8 +328,11 @@ def test_overlong_rewards_by_hand():
     assert correct.tolist() == [1, 1, 0, 1, 1] and penalty.tolist() == [0] * 5  # the padded box is paid
     correct, penalty = train.overlong_rewards(*args, "filter", 10, 4)
     assert correct.tolist() == [1, 0, 0, 0, 1] and penalty.tolist() == [0] * 5  # cut: no final answer
-    correct, penalty = train.overlong_rewards(*args, "penalty", 10, 4)
+    correct, penalty = train.overlong_rewards(*args, "penalty", 10, 4, 1.0)  # DAPO's -1 .. 0
     assert correct.tolist() == [1, 0, 0, 0, 1] and penalty.tolist() == [0, -1, -0.25, -1, -0.5]  # (6 - len) / 4
+    # the default: DAPO's penalty in proportion to our 0/1 rewards (DAPO's -1/+1 have twice the gap)
+    correct, penalty = train.overlong_rewards(*args, "penalty", 10, 4)
+    assert penalty.tolist() == [0, -0.5, -0.125, -0.5, -0.25]
 
 
 @pytest.mark.parametrize("overlong", ["none", "filter", "penalty"])
@@ -360,10 +363,10 @@ def test_overlong_modes_in_the_loop(overlong, tiny_model_dir, data_file, tmp_pat
     if overlong == "filter":  # rewards 1, 0, 1, 0 per group (a cut completion has no answer); the cut rows get no loss
         assert len(adv) == 4 and not truncated.any() and torch.allclose(adv, torch.ones(4), atol=1e-5)
         assert record["reward_mean"] == 0.5 and record["overlong_penalty_mean"] == 0
-    if overlong == "penalty":  # buffer = max_new_tokens: penalty = -len / 6, -1 for the cut rows; reward in [-1, 1]
-        assert len(adv) == 8 and reward_min == -1 and record["overlong_penalty_mean"] < -0.5
+    if overlong == "penalty":  # buffer = max_new_tokens: penalty = -0.5 len / 6, -0.5 for the cut rows
+        assert len(adv) == 8 and reward_min == -0.5 and record["overlong_penalty_mean"] < -0.25
         assert (adv[truncated] < 0).all() and (adv[~truncated] > 0).all()
-    assert reward_min == (-1 if overlong == "penalty" else 0)
+    assert reward_min == (-0.5 if overlong == "penalty" else 0)
 
 
 # --------------------------------------------------------------------------------------------- memory (memory.py)
@@ -377,7 +380,9 @@ def test_estimate_memory_needs_only_config_json(tiny_model_dir, tmp_path, capsys
     printed = capsys.readouterr().out
     est = memory.estimate(memory.load_config(str(config_only)), micro_batch_size=2, max_new_tokens=1024,
                           gen_rows=64 * 8, gradient_checkpointing=False, kl_coef=0.0)
-    assert re.search(rf"peak in training +{est['train'] / 2**30:.2f} GiB", printed) and "512 rows" in printed
+    for phase in ("generate", "score", "train", "optimizer"):
+        assert re.search(rf"peak in {phase} +{est[phase] / 2**30:.2f} GiB", printed), phase
+    assert "512 rows" in printed
     assert not out.exists()  # nothing written, no weights read
 
 
@@ -431,3 +436,16 @@ def test_cli_exits_2_without_traceback(extra, tiny_model_dir, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith(
         ("error: ", "train.py: error:"))
+
+
+# --------------------------------------------------------------------------------------------- the GPU path, on a CPU
+
+def test_checkpoint_keeps_use_cache_and_the_sampling_gap_is_logged(tiny_model_dir, data_file, tmp_path):
+    """Gradient checkpointing turns the KV cache off for training; the saved config.json must not keep that (an
+    inference load would then generate without a cache). The sampling gap is logged every step: on a CPU in fp32 the
+    sampling and the scoring policy are the same, so it is ~0."""
+    train.main(argv(tiny_model_dir, data_file, tmp_path, "--steps", "1", "--gradient-checkpointing"))
+    saved = json.loads((tmp_path / "checkpoints" / "step_1" / "config.json").read_text())
+    assert saved["use_cache"] is True
+    record, = read_metrics(tmp_path)
+    assert 0 <= record["sample_logp_gap_mean"] <= record["sample_logp_gap_max"] <= 1e-4
