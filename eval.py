@@ -53,6 +53,20 @@ PRESETS = {
     # the answer is the last \boxed{} of its solution.
     "math-train": ("HuggingFaceTB/math_tasks", "data/math/train.jsonl", "problem", "answer", None),
 }
+# How each benchmark is sampled unless a flag says otherwise. DeepSeek-R1 (arXiv 2501.12948, Sec. 3.1, "Evaluation
+# Setup") reports pass@1 as the mean over k samples per problem at temperature 0.6 and top-p 0.95, with up to 32,768
+# new tokens, for AIME 2024, MATH-500 and the rest; DAPO (arXiv 2503.14476) reports AIME as avg@32. Here: k = 32 for
+# the 30-40 problems of AIME and AMC (avg@32), k = 4 for MATH-500's 500 problems (the same number of samples as 64
+# AIME problems would need, within a day on one GPU). 32,768 tokens is an upper bound, not a target: main() lowers it
+# to what the model's context leaves after the longest prompt, and says so. Anything else (a JSONL file, the toy):
+# greedy, 1,024 tokens, one sample.
+EVAL_DEFAULTS = {
+    "aime24": dict(n=32, temperature=0.6, top_p=0.95, max_new_tokens=32768),
+    "aime25": dict(n=32, temperature=0.6, top_p=0.95, max_new_tokens=32768),
+    "amc23": dict(n=32, temperature=0.6, top_p=0.95, max_new_tokens=32768),
+    "math500": dict(n=4, temperature=0.6, top_p=0.95, max_new_tokens=32768),
+}
+OTHER_DEFAULTS = dict(n=1, temperature=0.0, top_p=1.0, max_new_tokens=1024)
 VIEWER_API = "https://datasets-server.huggingface.co/rows"  # ?dataset=&config=&split=&offset=&length=
 VIEWER_PAGE = 100  # the most rows the API returns per request
 TOY_EVAL_SEED = 10_000  # the toy task's held-out problems: a seed range training never uses
@@ -420,10 +434,14 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="hub id, local directory, alias (e.g. Qwen2.5-Math-1.5B) or 'toy'")
     p.add_argument("--data", required=True,
                    help=f"preset ({', '.join([*PRESETS, 'toy'])}) or a path to a JSONL file")
-    p.add_argument("--n", type=int, default=1, help="samples per problem")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="generation budget per sample")
+    by_preset = "; ".join(f"{k}: {v}" for k, v in EVAL_DEFAULTS.items())
+    p.add_argument("--n", type=int, help=f"samples per problem (default: the preset's, else {OTHER_DEFAULTS['n']})")
+    p.add_argument("--temperature", type=float,
+                   help=f"sampling temperature; 0 = greedy (default: the preset's, else {OTHER_DEFAULTS['temperature']})")
+    p.add_argument("--top-p", type=float, help=f"nucleus sampling (default: the preset's, else {OTHER_DEFAULTS['top_p']})")
+    p.add_argument("--max-new-tokens", type=int,
+                   help=f"generation budget per sample, at most the model's context less the longest prompt (default: "
+                        f"the preset's, else {OTHER_DEFAULTS['max_new_tokens']}). Presets: {by_preset}")
     p.add_argument("--batch-size", type=int, default=64, help="sequences generated at once (problems x samples)")
     p.add_argument("--template", default="plain", choices=sorted(PROMPT_TEMPLATES), help="prompt template, as in training")
     p.add_argument("--out", default=None, help="output directory (samples.jsonl, summary.json); "
@@ -436,6 +454,33 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def context_budget(model, tokenizer, prompts: list[str]) -> tuple[int, int | None]:
+    """(longest prompt in tokens, new tokens the model's context leaves after it; None if the config names no limit)."""
+    longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+    context = getattr(model.config, "max_position_embeddings", None)
+    return longest, None if context is None else context - longest
+
+
+def fill_defaults(args, model, tokenizer, problems):
+    """The preset's sampling settings (EVAL_DEFAULTS) where no flag was given; a budget past the model's context is
+    refused when asked for, and lowered to fit when it is the preset's."""
+    defaulted = {key for key in OTHER_DEFAULTS if getattr(args, key) is None}
+    for key in defaulted:
+        setattr(args, key, EVAL_DEFAULTS.get(args.data, OTHER_DEFAULTS)[key])
+    longest, room = context_budget(model, tokenizer, [build_prompt(p["problem"], tokenizer, args.template)
+                                                      for p in problems])
+    if room is None or args.max_new_tokens <= room:
+        return
+    if room < 1:
+        raise UserError(f"the longest prompt ({longest} tokens) fills the model's context: use --limit or other data")
+    if "max_new_tokens" not in defaulted:
+        raise UserError(f"--max-new-tokens {args.max_new_tokens} + the longest prompt ({longest} tokens) exceeds the "
+                        f"model's context of {longest + room} tokens: pass --max-new-tokens {room} or less")
+    print(f"eval: --max-new-tokens {args.max_new_tokens} (the default for {args.data}) lowered to {room}, what the "
+          f"model's context of {longest + room} tokens leaves after the longest prompt", file=sys.stderr)
+    args.max_new_tokens = room
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")) or "_"
 
@@ -446,6 +491,7 @@ def main(argv=None):
         problems = load_problems(args.data, args.problem_key, args.answer_key, args.limit)
         out = Path(args.out) if args.out else Path("runs/eval") / _slug(args.model) / _slug(args.data)
         model, tokenizer = load_model(args.model)
+        fill_defaults(args, model, tokenizer, problems)
         torch.manual_seed(args.seed)
         run_info = {"model": args.model, "data": args.data, "seed": args.seed,
                     "problem_key": args.problem_key, "answer_key": args.answer_key}

@@ -637,9 +637,12 @@ def run(args) -> dict:
                       tokens_per_second=lengths.sum().item() / (gen_seconds + train_seconds))
         if args.eval_every and step % args.eval_every == 0:
             model.eval()
+            eval_prompts = [rollout.build_prompt(p["problem"], tokenizer, args.template) for p in eval_problems]
+            eval_batch_size = memory.gen_batch_size(model, len(eval_problems), eval.context_budget(
+                model, tokenizer, eval_prompts)[0], args.max_new_tokens)  # sized for its own prompts, not training's
             with autocast(device):
                 summary = eval.evaluate(model, tokenizer, eval_problems, n=1, temperature=0.0,
-                                        max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size,
+                                        max_new_tokens=args.max_new_tokens, batch_size=eval_batch_size,
                                         template=args.template)
             record.update({f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         metrics_file.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")

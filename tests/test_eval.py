@@ -314,10 +314,33 @@ def test_help_lists_every_flag_with_its_default(capsys):
              "--out", "--seed", "--problem-key", "--answer-key", "--limit"]
     for flag in flags:
         assert flag in text
-    for default in ["(default: 1)", "(default: 0.0)", "(default: 1.0)", "(default: 1024)", "(default: 64)",
-                    "(default: plain)", "(default: 0)", "(default: problem)", "(default: answer)"]:
+    for default in ["else 1)", "else 0.0)", "else 1.0)", "else 1024)", "(default: 64)", "(default: plain)",
+                    "(default: 0)", "(default: problem)", "(default: answer)", "aime24: {'n': 32, 'temperature': 0.6"]:
         assert default in text
     assert text.count("(default:") >= len(flags) - 2  # --model and --data are required
+
+
+@pytest.mark.parametrize("data, flags, expect", [
+    ("aime24", [], dict(n=32, temperature=0.6, top_p=0.95, max_new_tokens=512 - 9)),  # lowered to the context
+    ("math500", ["--n", "2", "--max-new-tokens", "100"], dict(n=2, temperature=0.6, top_p=0.95, max_new_tokens=100)),
+    ("x.jsonl", [], dict(n=1, temperature=0.0, top_p=1.0, max_new_tokens=503)),
+])
+def test_preset_defaults_and_the_context_budget(data, flags, expect, capsys):
+    """A model whose context is 512 tokens, prompts of at most 9: a preset's 32,768 is lowered to 503 with a line
+    on stderr; a flag wins; an asked-for budget past the context is refused in one line naming the largest."""
+    from types import SimpleNamespace
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=512))
+    tokenizer = lambda prompts: {"input_ids": [[0] * (5 + i) for i in range(len(prompts))]}  # noqa: E731
+    problems = [{"problem": "a"}] * 5
+    args = ev.parse_args(["--model", "m", "--data", data, *flags])
+    if data == "x.jsonl":
+        args = ev.parse_args(["--model", "m", "--data", data, "--max-new-tokens", "504"])
+        with pytest.raises(UserError, match="pass --max-new-tokens 503 or less"):
+            ev.fill_defaults(args, model, tokenizer, problems)
+        args = ev.parse_args(["--model", "m", "--data", data, "--max-new-tokens", "503"])
+    ev.fill_defaults(args, model, tokenizer, problems)
+    assert {k: getattr(args, k) for k in expect} == expect
+    assert ("lowered to 503" in capsys.readouterr().err) == (data == "aime24")
 
 
 def test_cli_user_error_is_one_line_on_stderr_exit_2(tmp_path, capsys):

@@ -449,3 +449,20 @@ def test_checkpoint_keeps_use_cache_and_the_sampling_gap_is_logged(tiny_model_di
     assert saved["use_cache"] is True
     record, = read_metrics(tmp_path)
     assert 0 <= record["sample_logp_gap_mean"] <= record["sample_logp_gap_max"] <= 1e-4
+
+
+def test_in_training_eval_sizes_its_generate_calls_for_its_own_prompts(tiny_model_dir, data_file, tmp_path,
+                                                                        monkeypatch):
+    """The eval's generate calls are sized (memory.gen_batch_size) for the eval problems -- their number and their
+    longest prompt -- not reused from the training step's."""
+    eval_file = tmp_path / "eval.jsonl"
+    long_problem = {"id": "long", "problem": "x " * 60 + "What is 1+1?", "answer": "2"}
+    eval_file.write_text("".join(json.dumps(p) + "\n" for p in [long_problem, *toy.toy_problems(2, seed=99)]))
+    calls, real = [], memory.gen_batch_size
+    monkeypatch.setattr(memory, "gen_batch_size", lambda model, rows, prompt_tokens, new: calls.append(
+        (rows, prompt_tokens)) or real(model, rows, prompt_tokens, new))
+    train.main(argv(tiny_model_dir, data_file, tmp_path / "run", "--steps", "1", "--eval-every", "1",
+                    "--eval-data", str(eval_file), "--eval-n", "3"))
+    (train_rows, train_tokens), (eval_rows, eval_tokens) = calls
+    assert train_rows == 8 and eval_rows == 3 and eval_tokens > train_tokens + 60  # 120 characters more than the toy problems
+    assert "eval_avg@1" in read_metrics(tmp_path / "run")[0]
