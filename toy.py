@@ -31,8 +31,8 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
 
 ETR_TOY_SEED=N picks the pre-training seed (initial weights and data order; default 1234), a stand-in for a
 different CPU. The cache directory is named after a hash of everything that changes the result: this file
-(the recipe), rollout.py and reward.py (the criterion samples and grades with them), the plain prompt template,
-the seed, and the torch and transformers versions. A changed recipe rebuilds instead of loading a stale model.
+(the recipe), rollout.py, reward.py and latex.py (the criterion samples and grades with them), the plain prompt
+template, the seed, and the torch and transformers versions. A changed recipe rebuilds instead of loading a stale model.
 The build is deterministic on one machine (fixed seeds, the caller's RNG untouched).
 """
 import hashlib
@@ -205,12 +205,12 @@ def default_cache_dir() -> Path:
 
 def cache_key(seed: int) -> str:
     """Hash of everything that changes the built toy: the recipe (this file), the code it runs (rollout.py samples
-    and prompts for the criterion, reward.py grades it), the prompt template, the seed, and the torch and
-    transformers versions (their kernels round differently)."""
+    and prompts for the criterion, reward.py and its parser latex.py grade it), the prompt template, the seed, and
+    the torch and transformers versions (their kernels round differently)."""
     import transformers
 
     here = Path(__file__).resolve().parent
-    parts = [(here / name).read_bytes() for name in ("toy.py", "rollout.py", "reward.py")]
+    parts = [(here / name).read_bytes() for name in ("toy.py", "rollout.py", "reward.py", "latex.py")]
     parts += [PROMPT_TEMPLATES["plain"].encode(), str(seed).encode(), torch.__version__.encode(),
               transformers.__version__.encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:12]

@@ -156,10 +156,10 @@ def test_sampled_accuracy_is_the_verified_fraction_with_common_random_numbers(ti
 def test_cache_key_covers_seed_recipe_code_and_template(monkeypatch, tmp_path):
     key = toy.cache_key(1234)
     assert toy.cache_key(1234) == key and toy.cache_key(1) != key
-    for name in ("toy.py", "rollout.py", "reward.py"):  # the recipe, and the code the criterion runs
+    for name in ("toy.py", "rollout.py", "reward.py", "latex.py"):  # the recipe, and the code the criterion runs
         copy = tmp_path / name.replace(".py", "")
         copy.mkdir()
-        for other in ("toy.py", "rollout.py", "reward.py"):
+        for other in ("toy.py", "rollout.py", "reward.py", "latex.py"):
             text = (toy.Path(toy.__file__).parent / other).read_text()
             (copy / other).write_text(text + ("\n# changed\n" if other == name else ""))
         monkeypatch.setattr(toy, "__file__", str(copy / "toy.py"))
