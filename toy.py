@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import rollout
 from rollout import PROMPT_TEMPLATES, build_prompt
@@ -182,6 +183,10 @@ def _pretrain(model, tokenizer, seed: int, target: float = TARGET_ACCURACY, max_
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
     step, accuracy = 0, criterion(model, tokenizer, held_out)
     model.train()
+    # on stderr, so that a caller's stdout (train.py's and eval.py's results) stays clean; no total: it stops on
+    # the measurement, usually after ~200-280 of the max_steps
+    bar = tqdm(desc=f"toy pre-training (stops at sampled accuracy {target})", unit="step", file=sys.stderr,
+               disable=accuracy >= target)
     while accuracy < target and step < max_steps:
         for group in optimizer.param_groups:  # linear warm-up, then constant
             group["lr"] = PRETRAIN_LR * min(1.0, (step + 1) / WARMUP_STEPS)
@@ -194,6 +199,9 @@ def _pretrain(model, tokenizer, seed: int, target: float = TARGET_ACCURACY, max_
         step += 1
         if (step % CHECK_EVERY == 0 and loss.item() < CHECK_BELOW_LOSS) or step == max_steps:
             accuracy = criterion(model, tokenizer, held_out)  # generate() switches to eval mode and back
+        bar.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
     model.eval()
     return {"seed": seed, "steps": step, "sampled_accuracy": round(accuracy, 4), "target": target,
             "stopped_by": "target" if accuracy >= target else "step cap"}
@@ -222,6 +230,8 @@ def build_toy(cache_dir: str | Path | None = None, force: bool = False) -> Path:
     out = Path(cache_dir or default_cache_dir()) / f"toy-{cache_key(seed)}"
     if out.is_dir() and not force:
         return out
+    print(f"toy: building the offline toy model, once: pre-training on CPU until its sampled accuracy reaches "
+          f"{TARGET_ACCURACY}, about 2-4 minutes on 2 cores; cached in {out}", file=sys.stderr, flush=True)
     tokenizer = make_tokenizer()
     t0 = time.perf_counter()
     with torch.random.fork_rng():  # deterministic, and the caller's RNG state is left as it was
