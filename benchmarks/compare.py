@@ -99,6 +99,7 @@ def run_train(run: Path, flags: list[str], steps: int, tag: str, t_start: float,
     t0 = time.perf_counter()
     run.mkdir(parents=True, exist_ok=True)
     log = run / "train.log"
+    print(f"{tag} {run}: started ({steps} steps; its output goes to {log})", flush=True)
     with open(log, "a") as f:
         rc = subprocess.call([sys.executable, str(REPO / "train.py"), *flags], stdout=f, stderr=subprocess.STDOUT,
                              env=env)
