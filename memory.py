@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 import rollout
+import toy  # noqa: F401 -- registers "toy" in rollout.BUILT_MODELS
 
 GiB = 2 ** 30
 PROMPT_TOKENS = 256  # assumed prompt length for the estimate before any prompt is seen: MATH problems + instruction
@@ -125,9 +126,7 @@ def load_config(name: str):
     """The transformers config of --model (hub id, alias, local directory -- config.json alone will do -- or toy)."""
     from transformers import AutoConfig
 
-    import toy
-
-    path = str(toy.build_toy()) if name == "toy" else rollout.resolve_model_name(name)
+    path = str(rollout.BUILT_MODELS[name]()) if name in rollout.BUILT_MODELS else rollout.resolve_model_name(name)
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
         raise rollout.UserError(f"model directory {path!r} does not exist: pass a directory holding config.json, a hub "
                                 f"id or an alias to --model")

@@ -256,3 +256,6 @@ def build_toy(cache_dir: str | Path | None = None, force: bool = False) -> Path:
     except OSError:  # another process finished the same build first
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+rollout.BUILT_MODELS["toy"] = build_toy  # rollout.load_model("toy") builds (once) and loads it
