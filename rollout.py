@@ -280,10 +280,13 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     return logp, entropy
 
 
+BATCH_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")  # what completion_logprobs takes
+
+
 @torch.no_grad()
 def score(model, batch: dict, micro_batch_size: int, temperature: float = 1.0, with_entropy: bool = True):
     """completion_logprobs over a generate() dict in micro-batches, without grad -> CPU float32 [N, T] (, [N, T])."""
-    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    keys = BATCH_KEYS
     logps, entropies = [], []
     for i in range(0, batch["completion_ids"].shape[0], micro_batch_size):
         logp, entropy = completion_logprobs(model, *(batch[k][i:i + micro_batch_size] for k in keys),
