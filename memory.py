@@ -2,7 +2,7 @@
 
     python train.py --model Qwen2.5-0.5B --estimate-memory       # prints this table and exits (any machine, no GPU)
 
-The README's memory table as code. The run it describes is train.py's on CUDA: fp32 weights, gradients and
+The memory table of docs/training.md as code. The run it describes is train.py's on CUDA: fp32 weights, gradients and
 AdamW state, forward passes under bf16 autocast. Per part, in bytes (P parameters; h hidden, i MLP width,
 L layers, kv = KV heads x head dim, V vocabulary; S = p + max_new_tokens tokens per sequence, p = PROMPT_TOKENS):
 

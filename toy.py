@@ -22,7 +22,7 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
   but sampling at temperature 1 is right only ~45 % of the time -- the headroom RL should visibly close.
   Why 0.45 and not lower: RL at temperature 1 mostly sharpens what pre-training half-knows. Stopped at 0.35,
   200 RL steps of 8 x 16 samples gained +0.23 to +0.34 over five seeds; at 0.45, +0.36 and +0.38 on the two
-  seeds that gained least from 0.35 (README, the toy). The task stays one-digit: operands 1..7 (77 facts
+  seeds that gained least from 0.35 (docs/toy.md). The task stays one-digit: operands 1..7 (77 facts
   instead of 126) did not learn faster from a 0.45 start (seed 4: +0.24 / +0.27 against +0.30 / +0.28).
   (The probability of writing exactly the worked answer, a noise-free teacher-forced quantity, was tried
   first: it tracks the accuracy, but a third of the correct samples are not the worked answer -- "9+6=16.

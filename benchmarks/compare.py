@@ -42,8 +42,8 @@ import train  # noqa: E402
 ALGOS = ["grpo", "dapo", "etr", "erc-dapo"]
 # --regime -> train.py flags. offpolicy: 16 mini-batches x 4 epochs = 64 AdamW updates per rollout batch at the
 # toy's lr 1e-4, the one point of benchmarks/sweep.py where GRPO's clip binds on >= 3 % of the tokens (3.4 %) while
-# the reward still improves (README "Where the trust region matters"); 8 x 4 learns faster but clips 2.7 % with the
-# toy's batch of 12 x 8 (3.2 % with the 8 x 16 of earlier versions); a larger lr collapses the policy instead.
+# the reward still improves (docs/lab.md, "Where the trust region matters"); 8 x 4 learns faster but clips 2.7 %
+# with the toy's batch of 12 x 8 (3.2 % with the 8 x 16 of earlier versions); a larger lr collapses the policy instead.
 REGIMES = {"default": [], "offpolicy": ["--mini-batches", "16", "--epochs", "4"]}
 
 
