@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
@@ -170,19 +171,53 @@ def _viewer_rows(repo: str, config: str, split: str) -> list[dict]:
     return rows
 
 
+class _NotDownloaded(Exception):
+    """A preset could not be fetched; load_problems names the flag that passes a local copy instead."""
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached at all (offline mode, no connection), or None when it answers.
+
+    One HEAD request, no retries: hf_hub_download retries a connection error five times with backoff (~25 s), which
+    suits a transient error and only delays the same one-line failure when there is no network at all."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=10).close()
+    except urllib.error.HTTPError:
+        return None  # the Hub answered: an HTTP error may be transient, and hf_hub_download retries those
+    except OSError as e:  # no DNS, connection refused, no route, connect timeout (URLError is an OSError)
+        reason = getattr(e, "reason", e)
+        return f"the Hub cannot be reached ({constants.ENDPOINT}: {type(reason).__name__}: {reason})"
+    return None
+
+
 def _download(name: str) -> Path:
     """A preset's rows as a local JSONL file, fetched once and cached."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
     repo, where, _, _, size = PRESETS[name]
     try:
         if not where.startswith("viewer:"):
+            cached = try_to_load_from_cache(repo, where, repo_type="dataset")
+            unreachable = _hub_unreachable()
+            if unreachable and isinstance(cached, str):
+                return Path(cached)  # what hf_hub_download falls back to, without its retries
+            if unreachable:
+                raise _NotDownloaded(f"{unreachable}, and it is not cached")
+            if not isinstance(cached, str):
+                print(f"eval: downloading preset '{name}' ({repo}) from the Hugging Face Hub, once (then cached)",
+                      file=sys.stderr, flush=True)
             return Path(hf_hub_download(repo_id=repo, filename=where, repo_type="dataset"))
         config, split = where.removeprefix("viewer:").split("/")
         path = default_cache_dir() / "data" / f"{repo.replace('/', '--')}--{config}--{split}.jsonl"
         if not path.is_file():
             if constants.HF_HUB_OFFLINE:
                 raise RuntimeError("HF_HUB_OFFLINE is set and nothing is cached")
+            print(f"eval: downloading preset '{name}' ({repo}) from the Hub's dataset viewer, once (cached in "
+                  f"{path})", file=sys.stderr, flush=True)
             rows = _viewer_rows(repo, config, split)
             if len(rows) != size:  # checked before caching, so a bad copy is not kept
                 raise RuntimeError(f"the split has {len(rows)} rows, not {size}")
@@ -191,27 +226,35 @@ def _download(name: str) -> Path:
             tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
             os.replace(tmp, path)  # atomic: a crash never leaves half a file in the cache
         return path
+    except _NotDownloaded:
+        raise
     except Exception as e:  # offline, no network, moved file, auth: all have the same fix
-        raise UserError(f"could not download preset '{name}' ({repo} {where}: {type(e).__name__}: {e}); "
-                        f"pass a local copy with --data path/to/{name}.jsonl".replace("\n", " ")) from None
+        raise _NotDownloaded(f"{repo} {where}: {type(e).__name__}: {e}") from None
 
 
 def load_problems(data: str, problem_key: str = "problem", answer_key: str = "answer",
-                  limit: int | None = None) -> list[dict]:
-    """Problems from a preset name or a JSONL path: [{"id", "problem", "answer", ["level", "subject"]}]."""
+                  limit: int | None = None, flag: str = "--data") -> list[dict]:
+    """Problems from a preset name or a JSONL path: [{"id", "problem", "answer", ["level", "subject"]}].
+
+    flag: the caller's command-line flag for `data`, named in the error that asks for a local copy when a preset
+    cannot be downloaded (eval.py and train.py's training set: --data; train.py's evaluation set: --eval-data)."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be a positive number of problems, got {limit}")
     if data == "toy":
         problems = toy_problems(limit or TOY_EVAL_SIZE, seed=TOY_EVAL_SEED)
     elif data in PRESETS and not Path(data).exists():  # a local file named like a preset wins
         repo, _, problem_keys, answer_key, size = PRESETS[data]
-        rows = _read_rows(_download(data))
+        try:
+            rows = _read_rows(_download(data))
+        except _NotDownloaded as e:
+            raise UserError(f"could not download preset '{data}' ({e}); pass a local copy with {flag} "
+                            f"path/to/{data}.jsonl".replace("\n", " ")) from None
         problem_keys = (problem_keys,) if isinstance(problem_keys, str) else problem_keys
         problem_key = next((k for k in problem_keys if k in rows[0]), problem_keys[0])
         problems = _to_problems(rows, data, problem_key, answer_key)
         if size is not None and len(problems) != size:
             raise UserError(f"preset '{data}' from {repo} has {len(problems)} problems, not {size}: the Hub copy "
-                            f"changed; pass a checked local copy with --data path/to/{data}.jsonl")
+                            f"changed; pass a checked local copy with {flag} path/to/{data}.jsonl")
     else:
         problems = _to_problems(_read_rows(Path(data)), data, problem_key, answer_key)
     return problems[:limit]

@@ -2,7 +2,7 @@
 
     python train.py --model Qwen2.5-0.5B --estimate-memory       # prints this table and exits (any machine, no GPU)
 
-The README's memory table as code. The run it describes is train.py's on CUDA: fp32 weights, gradients and
+The memory table of docs/training.md as code. The run it describes is train.py's on CUDA: fp32 weights, gradients and
 AdamW state, forward passes under bf16 autocast. Per part, in bytes (P parameters; h hidden, i MLP width,
 L layers, kv = KV heads x head dim, q = heads x head dim, V vocabulary; S = p + max_new_tokens tokens per sequence,
 p = the longest prompt, PROMPT_TOKENS before any prompt is seen):
@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 import rollout
+import toy  # noqa: F401 -- registers "toy" in rollout.BUILT_MODELS
 
 GiB = 2 ** 30
 PHASES = ("generate", "score", "train", "optimizer")
@@ -151,9 +152,7 @@ def load_config(name: str):
     """The transformers config of --model (hub id, alias, local directory -- config.json alone will do -- or toy)."""
     from transformers import AutoConfig
 
-    import toy
-
-    path = str(toy.build_toy()) if name == "toy" else rollout.resolve_model_name(name)
+    path = str(rollout.BUILT_MODELS[name]()) if name in rollout.BUILT_MODELS else rollout.resolve_model_name(name)
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
         raise rollout.UserError(f"model directory {path!r} does not exist: pass a directory holding config.json, a hub "
                                 f"id or an alias to --model")

@@ -3,7 +3,8 @@
 Three jobs, shared by train.py and eval.py:
 
 1. load_model: a Hugging Face hub id, a local directory, a short alias ("Qwen2.5-0.5B") or "toy" (the tiny
-   offline model built by toy.py) -> (model, tokenizer), bf16 on CUDA, fp32 on CPU, left padding.
+   offline model built by toy.py, which registers itself in BUILT_MODELS) -> (model, tokenizer), bf16 on CUDA,
+   fp32 on CPU, left padding.
 2. generate: every prompt x n samples through `model.generate` (KV cache, left padding), re-padded into one
    batch. The completion mask covers each generated token up to AND INCLUDING the first EOS: the policy chose
    to stop, so the EOS token carries reward and gradient like any other action. Tokens after it are padding,
@@ -46,6 +47,12 @@ MODEL_ALIASES = {
 }
 
 
+# Models built on this machine instead of downloaded: name -> a function that builds one (once) and returns its
+# directory. toy.py is built on this module (its prompts, its sampler) and adds "toy" here when it is imported --
+# train.py, eval.py and memory.py import it -- so this module never imports toy.py: the dependency goes one way.
+BUILT_MODELS = {}
+
+
 def resolve_model_name(name: str) -> str:
     """Alias -> hub id (case-insensitive); anything else (hub id, local dir, "toy") is returned unchanged."""
     by_lower = {alias.lower(): repo for alias, repo in MODEL_ALIASES.items()}
@@ -67,11 +74,9 @@ def load_model(name: str, device: str | None = None, gradient_checkpointing: boo
         raise UserError(f"transformers {transformers.__version__} is older than this code supports: "
                         f"pip install 'transformers>={MIN_TRANSFORMERS}' (or pip install -r requirements.txt)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "toy":
-        import toy
-        path = str(toy.build_toy())
-    else:
-        path = resolve_model_name(name)
+    if name == "toy" and name not in BUILT_MODELS:
+        raise UserError("the toy model is built by toy.py: import toy before rollout.load_model('toy')")
+    path = str(BUILT_MODELS[name]()) if name in BUILT_MODELS else resolve_model_name(name)
     looks_local = path.startswith((".", "/", "~")) or os.sep + os.sep in path or path.count("/") > 1
     if looks_local and not Path(path).expanduser().is_dir():
         raise UserError(f"model directory {path!r} does not exist: pass an existing directory, a hub id such as "
@@ -388,10 +393,13 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     return logp, entropy
 
 
+BATCH_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")  # what completion_logprobs takes
+
+
 @torch.no_grad()
 def score(model, batch: dict, micro_batch_size: int, temperature: float = 1.0, with_entropy: bool = True):
     """completion_logprobs over a generate() dict in micro-batches, without grad -> CPU float32 [N, T] (, [N, T])."""
-    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    keys = BATCH_KEYS
     logps, entropies = [], []
     for i in range(0, batch["completion_ids"].shape[0], micro_batch_size):
         logp, entropy = completion_logprobs(model, *(batch[k][i:i + micro_batch_size] for k in keys),

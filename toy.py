@@ -22,7 +22,7 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
   but sampling at temperature 1 is right only ~45 % of the time -- the headroom RL should visibly close.
   Why 0.45 and not lower: RL at temperature 1 mostly sharpens what pre-training half-knows. Stopped at 0.35,
   200 RL steps of 8 x 16 samples gained +0.23 to +0.34 over five seeds; at 0.45, +0.36 and +0.38 on the two
-  seeds that gained least from 0.35 (README, the toy). The task stays one-digit: operands 1..7 (77 facts
+  seeds that gained least from 0.35 (docs/toy.md). The task stays one-digit: operands 1..7 (77 facts
   instead of 126) did not learn faster from a 0.45 start (seed 4: +0.24 / +0.27 against +0.30 / +0.28).
   (The probability of writing exactly the worked answer, a noise-free teacher-forced quantity, was tried
   first: it tracks the accuracy, but a third of the correct samples are not the worked answer -- "9+6=16.
@@ -31,8 +31,8 @@ like any Hugging Face checkpoint and goes through `from_pretrained`. The recipe:
 
 ETR_TOY_SEED=N picks the pre-training seed (initial weights and data order; default 1234), a stand-in for a
 different CPU. The cache directory is named after a hash of everything that changes the result: this file
-(the recipe), rollout.py and reward.py (the criterion samples and grades with them), the plain prompt template,
-the seed, and the torch and transformers versions. A changed recipe rebuilds instead of loading a stale model.
+(the recipe), rollout.py, reward.py and latex.py (the criterion samples and grades with them), the plain prompt
+template, the seed, and the torch and transformers versions. A changed recipe rebuilds instead of loading a stale model.
 The build is deterministic on one machine (fixed seeds, the caller's RNG untouched).
 """
 import hashlib
@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import rollout
 from rollout import PROMPT_TEMPLATES, build_prompt
@@ -182,6 +183,10 @@ def _pretrain(model, tokenizer, seed: int, target: float = TARGET_ACCURACY, max_
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
     step, accuracy = 0, criterion(model, tokenizer, held_out)
     model.train()
+    # on stderr, so that a caller's stdout (train.py's and eval.py's results) stays clean; no total: it stops on
+    # the measurement, usually after ~200-280 of the max_steps
+    bar = tqdm(desc=f"toy pre-training (stops at sampled accuracy {target})", unit="step", file=sys.stderr,
+               disable=accuracy >= target)
     while accuracy < target and step < max_steps:
         for group in optimizer.param_groups:  # linear warm-up, then constant
             group["lr"] = PRETRAIN_LR * min(1.0, (step + 1) / WARMUP_STEPS)
@@ -194,6 +199,9 @@ def _pretrain(model, tokenizer, seed: int, target: float = TARGET_ACCURACY, max_
         step += 1
         if (step % CHECK_EVERY == 0 and loss.item() < CHECK_BELOW_LOSS) or step == max_steps:
             accuracy = criterion(model, tokenizer, held_out)  # generate() switches to eval mode and back
+        bar.set_postfix(loss=f"{loss.item():.3f}", accuracy=f"{accuracy:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
     model.eval()
     return {"seed": seed, "steps": step, "sampled_accuracy": round(accuracy, 4), "target": target,
             "stopped_by": "target" if accuracy >= target else "step cap"}
@@ -205,12 +213,12 @@ def default_cache_dir() -> Path:
 
 def cache_key(seed: int) -> str:
     """Hash of everything that changes the built toy: the recipe (this file), the code it runs (rollout.py samples
-    and prompts for the criterion, reward.py grades it), the prompt template, the seed, and the torch and
-    transformers versions (their kernels round differently)."""
+    and prompts for the criterion, reward.py and its parser latex.py grade it), the prompt template, the seed, and
+    the torch and transformers versions (their kernels round differently)."""
     import transformers
 
     here = Path(__file__).resolve().parent
-    parts = [(here / name).read_bytes() for name in ("toy.py", "rollout.py", "reward.py")]
+    parts = [(here / name).read_bytes() for name in ("toy.py", "rollout.py", "reward.py", "latex.py")]
     parts += [PROMPT_TEMPLATES["plain"].encode(), str(seed).encode(), torch.__version__.encode(),
               transformers.__version__.encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:12]
@@ -222,6 +230,8 @@ def build_toy(cache_dir: str | Path | None = None, force: bool = False) -> Path:
     out = Path(cache_dir or default_cache_dir()) / f"toy-{cache_key(seed)}"
     if out.is_dir() and not force:
         return out
+    print(f"toy: building the offline toy model, once: pre-training on CPU until its sampled accuracy reaches "
+          f"{TARGET_ACCURACY}, about 2-4 minutes on 2 cores; cached in {out}", file=sys.stderr, flush=True)
     tokenizer = make_tokenizer()
     t0 = time.perf_counter()
     with torch.random.fork_rng():  # deterministic, and the caller's RNG state is left as it was
@@ -246,3 +256,6 @@ def build_toy(cache_dir: str | Path | None = None, force: bool = False) -> Path:
     except OSError:  # another process finished the same build first
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+rollout.BUILT_MODELS["toy"] = build_toy  # rollout.load_model("toy") builds (once) and loads it

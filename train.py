@@ -277,7 +277,7 @@ def load_data(args):
     eval_problems = []
     if args.eval_every:
         seen = {p["problem"] for p in problems}
-        eval_problems = [p for p in eval.load_problems(args.eval_data) if p["problem"] not in seen][:args.eval_n]
+        eval_problems = [p for p in eval.load_problems(args.eval_data, flag="--eval-data") if p["problem"] not in seen][:args.eval_n]
         if not eval_problems:
             raise rollout.UserError(f"--eval-data {args.eval_data} has no problems outside the training data: "
                                     f"pass another --eval-data or --eval-every 0")

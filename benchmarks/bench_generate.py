@@ -74,6 +74,8 @@ def main():
 
     model, tokenizer = load(model_path(a.model), a.device, a.max_new_tokens)
     prompts = [rollout.build_prompt(q["problem"], tokenizer) for q in toy.toy_problems(a.rows * a.calls, seed=3)]
+    print(f"bench_generate: a warm-up round, then {a.rounds}, each printed as it ends (on a CPU, minutes per round for "
+          "the Qwen shape)", file=sys.stderr, flush=True)
     times = {"many": [], "one": []}
     for r in range(a.rounds + 1):
         many = timed_generate(model, tokenizer, prompts, a.rows, a.max_new_tokens)

@@ -143,6 +143,8 @@ def main():
     print(f"vocab {VOCAB:,}, hidden {HIDDEN}, batch {BATCH} x {SEQ} tokens, rollout.CHUNK_ROWS {rollout.CHUNK_ROWS}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
           + (", bf16 autocast" if args.autocast else ""))
+    print("bench_logprobs: ~5 min on 2 CPU cores (up to a minute per measurement; the naive side needs ~10 GB of "
+          "RAM): each line is printed as its measurement ends", file=sys.stderr, flush=True)
     print(f"{'pass':8} {'variant':6} {'peak MB':>9} {'seconds':>8}")
     ref_logp, ref_entropy = float64_reference(REF_POSITIONS)  # [B, n], [B, n]
     ok = True

@@ -65,6 +65,8 @@ def model_path(name: str) -> str:
     out = toy.default_cache_dir() / "bench-random-qwen2.5-0.5b"
     if not out.is_dir():
         from transformers import Qwen2Config, Qwen2ForCausalLM
+        print(f"building a random model in Qwen2.5-0.5B's shape, once (~2 GB, cached in {out})", file=sys.stderr,
+              flush=True)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             Qwen2ForCausalLM(Qwen2Config(**QWEN_05B)).save_pretrained(out)
@@ -323,6 +325,9 @@ def main():
     prompts = [rollout.build_prompt(q["problem"], tokenizer, a.template) for q in problems]
     golds = [q["answer"] for q in problems for _ in range(a.group_size)]
 
+    print(f"bench_step: {a.warmup} warm-up + {a.steps} timed steps of " + ("ours" if b.no_trl or b.profile else
+          "TRL and ours, alternating") + " (the toy: ~1 min on 2 CPU cores; the Qwen shape on a CPU: minutes); "
+          "the table comes at the end", file=sys.stderr, flush=True)
     if b.profile:
         return profile_ours(a, cfg, path, prompts, golds)
     if b.no_trl:

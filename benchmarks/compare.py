@@ -42,8 +42,8 @@ import train  # noqa: E402
 ALGOS = ["grpo", "dapo", "etr", "erc-dapo"]
 # --regime -> train.py flags. offpolicy: 16 mini-batches x 4 epochs = 64 AdamW updates per rollout batch at the
 # toy's lr 1e-4, the one point of benchmarks/sweep.py where GRPO's clip binds on >= 3 % of the tokens (3.4 %) while
-# the reward still improves (README "Where the trust region matters"); 8 x 4 learns faster but clips 2.7 % with the
-# toy's batch of 12 x 8 (3.2 % with the 8 x 16 of earlier versions); a larger lr collapses the policy instead.
+# the reward still improves (docs/lab.md, "Where the trust region matters"); 8 x 4 learns faster but clips 2.7 %
+# with the toy's batch of 12 x 8 (3.2 % with the 8 x 16 of earlier versions); a larger lr collapses the policy instead.
 REGIMES = {"default": [], "offpolicy": ["--mini-batches", "16", "--epochs", "4"]}
 
 
@@ -99,6 +99,7 @@ def run_train(run: Path, flags: list[str], steps: int, tag: str, t_start: float,
     t0 = time.perf_counter()
     run.mkdir(parents=True, exist_ok=True)
     log = run / "train.log"
+    print(f"{tag} {run}: started ({steps} steps; its output goes to {log})", flush=True)
     with open(log, "a") as f:
         rc = subprocess.call([sys.executable, str(REPO / "train.py"), *flags], stdout=f, stderr=subprocess.STDOUT,
                              env=env)

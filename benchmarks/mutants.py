@@ -198,6 +198,8 @@ def main(argv=None):
         return 0
 
     start = time.time()
+    print(f"mutants: the unmutated code's test selections first (minutes), then {len(chosen)} mutant(s), each printed "
+          "as it ends", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
         repo = copy_repo(Path(tmp))
         selections = list(dict.fromkeys(tuple(m["tests"]) for m in chosen))

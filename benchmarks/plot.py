@@ -259,7 +259,7 @@ def plot_intervals(seeded: dict, out: Path, baseline: str = "grpo", last: int = 
 
 
 def table(groups: dict, last: int = 10) -> str:
-    """A markdown table of the numbers the README's reading rests on."""
+    """A markdown table of the numbers docs/lab.md's reading rests on."""
     fmt = lambda m: f"{m[0]:.3f} [{m[1]:.3f}, {m[2]:.3f}]"  # noqa: E731
     lines = [f"| run | seeds | steps | reward, first {last} steps | reward, last {last} steps | "
              f"entropy, last {last} steps |",

@@ -50,7 +50,7 @@ def main(argv=None):
     for seed in args.seeds:
         env = {**os.environ, "ETR_TOY_SEED": str(seed)}
         built = subprocess.run([sys.executable, "-c", "import toy; print(toy.build_toy())"], cwd=REPO, env=env,
-                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                               stdout=subprocess.PIPE, text=True, check=True).stdout.strip().splitlines()[-1]
         report = json.loads((Path(built) / "pretrain.json").read_text())
         evaluation = args.out / f"s{seed}" / "eval"
         if not (evaluation / "summary.json").is_file():

@@ -7,6 +7,7 @@ shape comments; their code becomes `raise NotImplementedError`. Everything else 
 A shape comment `x = ...  # [B, T]  what x is` of the solution becomes the line `# x: [B, T]  what x is`, so the
 student sees the intermediate tensors and their shapes, not the code. Needs the standard library only.
 """
+import argparse
 import ast
 import io
 import sys
@@ -68,9 +69,15 @@ def make_assignment(names: list[str], source: str) -> str:
 
 
 def main(argv=None) -> int:
-    names = sys.argv[1:] if argv is None else argv
+    source = SOURCE.read_text()
+    functions = [node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
+    parser = argparse.ArgumentParser(prog="make_assignment.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1] + f"\nfunctions of etr.py: {', '.join(functions)}")
+    parser.add_argument("names", nargs="*", metavar="function", help="top-level functions of etr.py to hand out")
+    names = parser.parse_args(argv).names
     try:
-        sys.stdout.write(make_assignment(names, SOURCE.read_text()))
+        sys.stdout.write(make_assignment(names, source))
     except ValueError as e:
         print(f"make_assignment.py: {e}", file=sys.stderr)
         return 2

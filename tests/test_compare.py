@@ -212,16 +212,17 @@ def test_sweep_starts_the_runs_with_the_most_epochs_first(monkeypatch, tmp_path,
 
 
 def readme_commands(script):
-    """The README's command lines that run benchmarks/<script>, as argument lists (comments dropped)."""
-    return [shlex.split(line.split("#")[0])[2:] for line in (REPO / "README.md").read_text().splitlines()
+    """docs/lab.md's command lines that run benchmarks/<script>, as argument lists (comments dropped); the text
+    moved there from the README."""
+    return [shlex.split(line.split("#")[0])[2:] for line in (REPO / "docs" / "lab.md").read_text().splitlines()
             if line.startswith(f"python benchmarks/{script} ")]
 
 
 @pytest.mark.parametrize("regime, updates, steps", [("default", (2, 1), 80), ("offpolicy", (16, 4), 70)])
 def test_the_readmes_comparison_commands_run_five_seeds_of_each_algorithm(monkeypatch, tmp_path, regime, updates,
                                                                           steps):
-    # README, "2. The comparison": issue 13 asks for >= 5 seeds per algorithm in both regimes, and the sweep and
-    # both comparisons within 60 minutes on 2 cores -- hence 80 and 70 steps (the README says how long they took)
+    # docs/lab.md, "2. The comparison": issue 13 asks for >= 5 seeds per algorithm in both regimes, and the sweep and
+    # both comparisons within 60 minutes on 2 cores -- hence 80 and 70 steps (docs/lab.md says how long they took)
     sys.path.insert(0, str(REPO / "benchmarks"))
     import compare
     regime_of = lambda c: c[c.index("--regime") + 1] if "--regime" in c else "default"  # noqa: E731

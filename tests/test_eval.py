@@ -130,6 +130,78 @@ def test_presets_fail_offline_with_one_line_naming_the_local_alternative(monkeyp
         assert f"--data path/to/{name}.jsonl" in str(e.value) and "\n" not in str(e.value)
 
 
+def _hub(monkeypatch, tmp_path, offline, probe, download):
+    """The Hub as the test wants it: HF_HUB_OFFLINE, an empty hub cache, eval's one HEAD request (probe: raise or
+    answer) and hf_hub_download (download), both mocked: no test reaches the network."""
+    import urllib.request
+
+    import huggingface_hub
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    monkeypatch.setattr(urllib.request, "urlopen", probe)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+
+
+def _refused(request, timeout):
+    import urllib.error
+
+    raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+
+@pytest.mark.parametrize("why", ["HF_HUB_OFFLINE", "connection refused"])
+def test_an_unreachable_hub_fails_at_once_in_one_line_naming_the_callers_flag(monkeypatch, tmp_path, why, capsys):
+    # no retries: hf_hub_download (which retries a connection error five times) is never called
+    probe = (lambda request, timeout: pytest.fail("offline: no request")) if why == "HF_HUB_OFFLINE" else _refused
+    _hub(monkeypatch, tmp_path, why == "HF_HUB_OFFLINE", probe, lambda **kw: pytest.fail("download attempted"))
+    for flag in ("--data", "--eval-data"):  # eval.py's flag, train.py's for its evaluation set
+        with pytest.raises(UserError) as e:
+            ev.load_problems("math500", flag=flag)
+        message = str(e.value)
+        assert f"pass a local copy with {flag} path/to/math500.jsonl" in message and "\n" not in message
+        assert ("HF_HUB_OFFLINE is set" if why == "HF_HUB_OFFLINE" else "the Hub cannot be reached") in message
+    assert "downloading" not in capsys.readouterr().err
+
+
+def test_an_unreachable_hub_still_serves_a_cached_copy(monkeypatch, tmp_path, shared_data):
+    import huggingface_hub
+
+    _hub(monkeypatch, tmp_path, False, _refused, lambda **kw: pytest.fail("download attempted"))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, filename, repo_type: str(
+        shared_data / "math500.jsonl"))
+    assert len(ev.load_problems("math500")) == 500
+
+
+def test_a_reachable_hub_downloads_and_its_transient_errors_are_hf_hub_downloads_to_retry(monkeypatch, tmp_path,
+                                                                                          shared_data, capsys):
+    import urllib.error
+
+    calls = []
+
+    class Answer:
+        def close(self):
+            pass
+
+    def download(**kw):
+        calls.append(kw)
+        if len(calls) > 1:  # what hf_hub_download raises after its own retries of a 503
+            raise RuntimeError("503 Server Error: Service Unavailable")
+        return str(shared_data / "math500.jsonl")
+    _hub(monkeypatch, tmp_path, False, lambda request, timeout: Answer(), download)
+    assert len(ev.load_problems("math500", flag="--eval-data")) == 500
+    assert calls == [dict(repo_id="HuggingFaceH4/MATH-500", filename="test.jsonl", repo_type="dataset")]
+    assert "eval: downloading preset 'math500' (HuggingFaceH4/MATH-500)" in capsys.readouterr().err  # no silent wait
+
+    def server_error(request, timeout):  # the Hub answered: reachable, so the download is tried (and retried)
+        raise urllib.error.HTTPError(request.full_url, 503, "Service Unavailable", {}, None)
+    monkeypatch.setattr(urllib.request, "urlopen", server_error)
+    with pytest.raises(UserError) as e:
+        ev.load_problems("math500", flag="--eval-data")
+    assert len(calls) == 2 and "503 Server Error" in str(e.value)
+    assert "pass a local copy with --eval-data path/to/math500.jsonl" in str(e.value)
+
+
 def _fake_viewer(rows, requests, truncated=()):
     """A stand-in for eval._get_json serving `rows` the way the Hub's dataset-viewer /rows endpoint does."""
     from urllib.parse import parse_qs, urlparse

@@ -56,6 +56,14 @@ def test_unknown_names_are_one_line_listing_the_valid_ones_exit_2():
         [sys.executable, "tests/make_assignment.py", "clip_surrogate"], cwd=REPO, capture_output=True, text=True).stderr
 
 
+def test_help_prints_the_usage_and_the_functions_exit_0():
+    result = subprocess.run([sys.executable, "tests/make_assignment.py", "--help"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: make_assignment.py") and "unknown function" not in result.stdout
+    assert "> hw_etr.py" in result.stdout and "clipped_surrogate, gppo_surrogate" in result.stdout
+
+
 # Runs tests/test_etr.py on a module and records, per test, its outcome, the first line of its failure, and which
 # functions of the module it entered (sys.settrace sees every Python call, a stub's included).
 TRACED_PYTEST = """

@@ -389,3 +389,38 @@ def test_chat_template_end_of_turn_stops_generation_when_eos_is_endoftext(tiny):
     assert tokenizer.eos_token == "<|endoftext|>" and rollout.end_of_turn_id(tokenizer) == im_end
     assert im_end in rollout.eos_token_ids(model, tokenizer)
     assert rollout.end_of_turn_id(toy.make_tokenizer()) is None  # no template: nothing added
+
+
+def test_the_flat_modules_import_one_another_without_a_circle():
+    """rollout.py is the lower layer and toy.py is built on it (prompts, sampler): rollout imports nothing of toy,
+    not even lazily inside a function; "toy" reaches load_model through rollout.BUILT_MODELS, which toy fills."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(rollout.__file__).parent
+    modules = {p.stem for p in repo.glob("*.py")}
+    imports = {}
+    for name in modules:
+        tree = ast.parse((repo / f"{name}.py").read_text())
+        found = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+        found |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and node.module and node.level == 0}
+        imports[name] = found & modules - {name}
+    assert "toy" not in imports["rollout"] and "rollout" in imports["toy"]
+
+    def circle(path):
+        for nxt in imports[path[-1]]:
+            if nxt in path:
+                return path[path.index(nxt):] + [nxt]
+            found = circle(path + [nxt])
+            if found:
+                return found
+        return None
+    assert [c for name in sorted(modules) if (c := circle([name]))] == []
+
+
+def test_load_model_toy_without_toy_imported_is_one_line_naming_the_fix(monkeypatch):
+    monkeypatch.delitem(rollout.BUILT_MODELS, "toy")
+    with pytest.raises(UserError, match=r"import toy before rollout.load_model\('toy'\)"):
+        rollout.load_model("toy", device="cpu")

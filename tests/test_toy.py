@@ -156,10 +156,10 @@ def test_sampled_accuracy_is_the_verified_fraction_with_common_random_numbers(ti
 def test_cache_key_covers_seed_recipe_code_and_template(monkeypatch, tmp_path):
     key = toy.cache_key(1234)
     assert toy.cache_key(1234) == key and toy.cache_key(1) != key
-    for name in ("toy.py", "rollout.py", "reward.py"):  # the recipe, and the code the criterion runs
+    for name in ("toy.py", "rollout.py", "reward.py", "latex.py"):  # the recipe, and the code the criterion runs
         copy = tmp_path / name.replace(".py", "")
         copy.mkdir()
-        for other in ("toy.py", "rollout.py", "reward.py"):
+        for other in ("toy.py", "rollout.py", "reward.py", "latex.py"):
             text = (toy.Path(toy.__file__).parent / other).read_text()
             (copy / other).write_text(text + ("\n# changed\n" if other == name else ""))
         monkeypatch.setattr(toy, "__file__", str(copy / "toy.py"))
@@ -208,3 +208,21 @@ def test_the_default_toy_run_samples_at_most_two_thirds_of_the_300_steps_of_8_x_
     assert args.model == "toy"
     assert args.steps * args.prompts_per_step * args.group_size <= 2 / 3 * 300 * 8 * 16
     assert args.mini_batches * args.epochs >= 2
+
+
+def test_a_build_says_first_what_it_builds_and_shows_its_steps_on_stderr(monkeypatch, tmp_path, capsys):
+    # a capped build: 1 layer, batches of 2, 2 check problems, 3 steps (the real one: 2-4 minutes, ~200-280 steps)
+    monkeypatch.setattr(toy, "PRETRAIN_BATCH", 2)
+    monkeypatch.setattr(toy, "CHECK_PROBLEMS", 2)
+    make_model, pretrain = toy.make_model, toy._pretrain
+    monkeypatch.setattr(toy, "make_model", lambda vocab_size: make_model(vocab_size, n_layers=1))
+    monkeypatch.setattr(toy, "_pretrain", lambda model, tokenizer, seed: pretrain(model, tokenizer, seed, target=1.1,
+                                                                                max_steps=3))
+    out = toy.build_toy(tmp_path)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout stays clean for train.py's and eval.py's results
+    first = captured.err.splitlines()[0]
+    assert first.startswith("toy: building the offline toy model, once") and "about 2-4 minutes" in first
+    assert first.endswith(f"cached in {out}")
+    assert "toy pre-training (stops at sampled accuracy 1.1): 3step" in captured.err  # the tqdm counter
+    assert toy.build_toy(tmp_path) == out and capsys.readouterr().err == ""  # cached: silent

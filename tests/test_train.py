@@ -429,6 +429,30 @@ def test_refuses_to_overwrite_a_run(tiny_model_dir, data_file, tmp_path, capsys,
     assert e.value.code == 2 and "--lr" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_real_model_offline_names_eval_data_for_the_default_eval_set(offline, tiny_model_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    # a real model evaluates math500 every 50 steps by default; with no Hub (HF_HUB_OFFLINE, or no connection:
+    # the network is mocked) the one-line error names train.py's flag for it, --eval-data, at once
+    import urllib.error
+    import urllib.request
+
+    import huggingface_hub
+    import huggingface_hub.constants as hub
+
+    def refused(request, timeout):
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: pytest.fail("download retried"))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--model", str(tiny_model_dir), "--data", "toy", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err
+    assert "preset 'math500'" in err and err.endswith("pass a local copy with --eval-data path/to/math500.jsonl")
+
+
 @pytest.mark.parametrize("extra", [["--data", "/nonexistent/problems.jsonl"], ["--algo", "ppo"]])
 def test_cli_exits_2_without_traceback(extra, tiny_model_dir, tmp_path):
     cmd = [sys.executable, str(REPO / "train.py"), "--model", str(tiny_model_dir), "--out", str(tmp_path), *extra]
