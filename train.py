@@ -115,7 +115,8 @@ def per_algo(field):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--algo", default="grpo", choices=list(etr.ALGOS), help="policy loss (default: grpo)")
-    p.add_argument("--model", default="toy", help="hub id, alias (Qwen2.5-0.5B), local directory or 'toy' (default: toy)")
+    p.add_argument("--model", default="toy", help="hub id, alias (Qwen2.5-0.5B), local directory, 'toy' (default), or a\n"
+                   ".gguf file or SmolLM2-135M-Instruct-GGUF (converted once into the cache: gguf_convert.py)")
     p.add_argument("--data", help="training problems: JSONL path or preset (math-train, toy) " + per_model("data"))
     p.add_argument("--template", default="plain", choices=list(rollout.PROMPT_TEMPLATES),
                    help="prompt template; 'chat' for Instruct models (default: plain)")
