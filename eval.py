@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from reward import extract_answer, is_equiv, math_reward
-from rollout import PROMPT_TEMPLATES, UserError, build_prompt, generate, load_model
+from rollout import PROMPT_TEMPLATES, UserError, build_prompt, generate, load_model, thinking
 from toy import default_cache_dir, toy_problems
 
 # preset -> (hub dataset repo, where its rows are, problem field(s), answer field, number of problems).
@@ -406,7 +406,7 @@ def code_version() -> str:
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(model, tokenizer, problems: list[dict], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             max_new_tokens: int = 1024, batch_size: int = 64, template: str = "plain",
+             max_new_tokens: int = 1024, batch_size: int = 64, template: str = "plain", thinking: bool | None = None,
              out_dir: str | Path | None = None, run_info: dict | None = None) -> dict:
     """Sample n completions per problem, score them, return the summary (see summarize).
 
@@ -420,7 +420,8 @@ def evaluate(model, tokenizer, problems: list[dict], *, n: int = 1, temperature:
         raise UserError(f"need --temperature >= 0 and 0 < --top-p <= 1 (got {temperature}, {top_p})")
     if not problems:
         raise UserError("no problems to evaluate; check --data and --limit")
-    settings = {"template": template, "temperature": temperature, "top_p": top_p,
+    settings = {"template": template, **({} if thinking is None else {"thinking": thinking}),
+                "temperature": temperature, "top_p": top_p,
                 "max_new_tokens": max_new_tokens, **(run_info or {})}
     samples_path = None
     samples = {}
@@ -431,7 +432,7 @@ def evaluate(model, tokenizer, problems: list[dict], *, n: int = 1, temperature:
         _drop_partial_last_line(samples_path)
         samples = read_samples(samples_path)
 
-    prompts = [build_prompt(p["problem"], tokenizer, template) for p in problems]
+    prompts = [build_prompt(p["problem"], tokenizer, template, thinking) for p in problems]
     todo = [(i, j) for i, p in enumerate(problems) for j in range(n) if (p["id"], j) not in samples]
     out_file = open(samples_path, "a", encoding="utf-8") if samples_path else None
     try:
@@ -488,6 +489,8 @@ def parse_args(argv=None):
                         f"the preset's, else {OTHER_DEFAULTS['max_new_tokens']}). Presets: {by_preset}")
     p.add_argument("--batch-size", type=int, default=64, help="sequences generated at once (problems x samples)")
     p.add_argument("--template", default="plain", choices=sorted(PROMPT_TEMPLATES), help="prompt template, as in training")
+    p.add_argument("--thinking", choices=["on", "off"],
+                   help="with --template chat: Qwen3's thinking switch (enable_thinking); default: the template's own")
     p.add_argument("--out", default=None, help="output directory (samples.jsonl, summary.json); "
                                                "default runs/eval/<model>/<data>")
     p.add_argument("--seed", type=int, default=0, help="seed of torch's RNG (sampling)")
@@ -511,7 +514,7 @@ def fill_defaults(args, model, tokenizer, problems):
     defaulted = {key for key in OTHER_DEFAULTS if getattr(args, key) is None}
     for key in defaulted:
         setattr(args, key, EVAL_DEFAULTS.get(args.data, OTHER_DEFAULTS)[key])
-    longest, room = context_budget(model, tokenizer, [build_prompt(p["problem"], tokenizer, args.template)
+    longest, room = context_budget(model, tokenizer, [build_prompt(p["problem"], tokenizer, args.template, thinking(args.thinking))
                                                       for p in problems])
     if room is None or args.max_new_tokens <= room:
         return
@@ -541,6 +544,7 @@ def main(argv=None):
                     "problem_key": args.problem_key, "answer_key": args.answer_key}
         summary = evaluate(model, tokenizer, problems, n=args.n, temperature=args.temperature, top_p=args.top_p,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, template=args.template,
+                           thinking=thinking(args.thinking),
                            out_dir=out, run_info=run_info)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -131,7 +131,14 @@ PROMPT_TEMPLATES = {
 }
 
 
-def build_prompt(problem: str, tokenizer, template: str = "plain") -> str:
+def thinking(flag: str | None) -> bool | None:
+    """--thinking on / off / unset -> the chat template's enable_thinking: True / False / None (its own default)."""
+    return None if flag is None else flag == "on"
+
+
+def build_prompt(problem: str, tokenizer, template: str = "plain", thinking: bool | None = None) -> str:
+    """The prompt text of one problem. thinking: Qwen3's switch, passed to the chat template as enable_thinking
+    (False: the template opens an empty <think></think> block); None leaves the template's own default."""
     if template not in PROMPT_TEMPLATES:
         raise UserError(f"unknown prompt template {template!r}: use one of {', '.join(PROMPT_TEMPLATES)}")
     text = PROMPT_TEMPLATES[template].replace("{problem}", problem)
@@ -139,7 +146,9 @@ def build_prompt(problem: str, tokenizer, template: str = "plain") -> str:
         return text
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("this tokenizer has no chat template: use the plain prompt template (--template plain)")
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    switch = {} if thinking is None else {"enable_thinking": thinking}  # templates ignore variables they do not use
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False,
+                                         **switch)
 
 
 # ----------------------------------------------------------------------------------------------- generation

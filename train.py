@@ -120,6 +120,9 @@ def parse_args(argv=None):
     p.add_argument("--data", help="training problems: JSONL path or preset (math-train, toy) " + per_model("data"))
     p.add_argument("--template", default="plain", choices=list(rollout.PROMPT_TEMPLATES),
                    help="prompt template; 'chat' for Instruct models (default: plain)")
+    p.add_argument("--thinking", choices=["on", "off"],
+                   help="with --template chat: Qwen3's thinking switch, passed to the template as enable_thinking\n"
+                        "(default: the template's own)")
     p.add_argument("--steps", type=int, help="rollout steps " + per_model("steps"))
     p.add_argument("--prompts-per-step", type=int, help="problems per step " + per_model("prompts_per_step"))
     p.add_argument("--group-size", type=int, help="completions per problem, G " + per_model("group_size"))
@@ -518,6 +521,7 @@ def run(args) -> dict:
     rollout.LM_HEAD_TF32 = args.lm_head_precision == "tf32"
     model, tokenizer = rollout.load_model(str(resume_from or args.model), dtype=torch.float32,
                                           gradient_checkpointing=args.gradient_checkpointing)
+    prompt_of = lambda problem: rollout.build_prompt(problem, tokenizer, args.template, rollout.thinking(args.thinking))  # noqa: E731
     device = model.device
     ref_model = None
     if args.kl_coef > 0:  # the reference policy is the initial model, frozen. Loaded as the policy is (fp32
@@ -529,7 +533,7 @@ def run(args) -> dict:
     if available is not None:  # the estimate beside the GPU's memory; stop now, not at the first OOM
         # with the longest prompt of --data (tokenised once), not memory.PROMPT_TOKENS: MATH has far longer ones
         prompt_tokens = max(len(ids) for ids in tokenizer(
-            [rollout.build_prompt(p["problem"], tokenizer, args.template) for p in problems])["input_ids"])
+            [prompt_of(p["problem"]) for p in problems])["input_ids"])
         print(memory.report(memory_estimate(model.config, args, prompt_tokens), available))
         memory.check(model.config, args, available, prompt_tokens)
     # fused=True on CUDA: one kernel for the whole update and no temporaries -- the default (foreach) AdamW
@@ -554,7 +558,7 @@ def run(args) -> dict:
         metrics_path.write_text("")
         samples_path.write_text("")
     config = {"args": vars(args), "loss_config": dataclasses.asdict(cfg),
-              "prompt_template": rollout.build_prompt("{problem}", tokenizer, args.template),
+              "prompt_template": prompt_of("{problem}"),
               "device": str(device), "n_train_problems": len(problems), "n_eval_problems": len(eval_problems)}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -571,7 +575,7 @@ def run(args) -> dict:
         idx = data_order(len(problems), args.seed, data_pos, args.prompts_per_step)
         data_pos += args.prompts_per_step
         step_problems = [problems[i] for i in idx]
-        prompts = [rollout.build_prompt(p["problem"], tokenizer, args.template) for p in step_problems]
+        prompts = [prompt_of(p["problem"]) for p in step_problems]
 
         # 2. G completions of each prompt (rows i*G .. i*G+G-1 belong to prompt i)
         t0 = time.perf_counter()
@@ -638,13 +642,13 @@ def run(args) -> dict:
                       tokens_per_second=lengths.sum().item() / (gen_seconds + train_seconds))
         if args.eval_every and step % args.eval_every == 0:
             model.eval()
-            eval_prompts = [rollout.build_prompt(p["problem"], tokenizer, args.template) for p in eval_problems]
+            eval_prompts = [prompt_of(p["problem"]) for p in eval_problems]
             eval_batch_size = memory.gen_batch_size(model, len(eval_problems), eval.context_budget(
                 model, tokenizer, eval_prompts)[0], args.max_new_tokens)  # sized for its own prompts, not training's
             with autocast(device):
                 summary = eval.evaluate(model, tokenizer, eval_problems, n=1, temperature=0.0,
                                         max_new_tokens=args.max_new_tokens, batch_size=eval_batch_size,
-                                        template=args.template)
+                                        template=args.template, thinking=rollout.thinking(args.thinking))
             record.update({f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         metrics_file.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
         metrics_file.flush()

@@ -424,3 +424,17 @@ def test_load_model_toy_without_toy_imported_is_one_line_naming_the_fix(monkeypa
     monkeypatch.delitem(rollout.BUILT_MODELS, "toy")
     with pytest.raises(UserError, match=r"import toy before rollout.load_model\('toy'\)"):
         rollout.load_model("toy", device="cpu")
+
+
+def test_thinking_switch_reaches_the_chat_template(tiny):
+    """Qwen3's template opens an empty <think></think> block when enable_thinking is False; unset, the template's
+    own default applies (no variable passed)."""
+    _, tokenizer = tiny
+    tokenizer = toy.make_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+                               "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
+                               "{% if enable_thinking is defined and enable_thinking %}[think on]{% endif %}")
+    off = rollout.build_prompt("1+1?", tokenizer, "chat", rollout.thinking("off"))
+    on = rollout.build_prompt("1+1?", tokenizer, "chat", rollout.thinking("on"))
+    default = rollout.build_prompt("1+1?", tokenizer, "chat", rollout.thinking(None))
+    assert off.endswith("<assistant><think></think>") and on.endswith("[think on]") and default.endswith("<assistant>")
