@@ -124,11 +124,15 @@ def load_model(name: str, device: str | None = None, gradient_checkpointing: boo
 
 # ----------------------------------------------------------------------------------------------- prompts
 
-# The instruction used by the Qwen2.5-Math evaluations. "chat" is the user message inside the tokenizer's template.
+# The instruction used by the Qwen2.5-Math evaluations. "chat" is the user message inside the tokenizer's template;
+# "chat-example" puts one worked example before it as an earlier turn (CHAT_EXAMPLE): a small Instruct model
+# (SmolLM2-135M) then answers in a line and boxes its answer, where under "chat" alone it rambles past a short budget.
 PROMPT_TEMPLATES = {
     "plain": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.\n",
     "chat": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.",
+    "chat-example": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}.",
 }
+CHAT_EXAMPLE = ("What is 3 + 4?", "3 + 4 = 7, so the answer is \\boxed{7}.")  # (problem, the assistant's answer)
 
 
 def thinking(flag: str | None) -> bool | None:
@@ -147,8 +151,11 @@ def build_prompt(problem: str, tokenizer, template: str = "plain", thinking: boo
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("this tokenizer has no chat template: use the plain prompt template (--template plain)")
     switch = {} if thinking is None else {"enable_thinking": thinking}  # templates ignore variables they do not use
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False,
-                                         **switch)
+    messages = [{"role": "user", "content": text}]
+    if template == "chat-example":
+        example = PROMPT_TEMPLATES[template].replace("{problem}", CHAT_EXAMPLE[0])
+        messages = [{"role": "user", "content": example}, {"role": "assistant", "content": CHAT_EXAMPLE[1]}, *messages]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **switch)
 
 
 # ----------------------------------------------------------------------------------------------- generation

@@ -78,6 +78,10 @@ def test_prompt_templates(tiny):
     tokenizer.chat_template = "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
     chat = rollout.build_prompt("What is 1+1?", tokenizer, "chat")
     assert chat.startswith("<u>What is 1+1?\n") and chat.endswith("</u><a>") and "\\boxed{}" in chat
+    # chat-example: the worked example as an earlier exchange, then the problem
+    shot = rollout.build_prompt("What is 1+1?", tokenizer, "chat-example")
+    assert shot.startswith("<u>What is 3 + 4?\n") and "</u><u>3 + 4 = 7, so the answer is \\boxed{7}.</u>" in shot
+    assert shot.endswith("<u>What is 1+1?\n" + chat[len("<u>What is 1+1?\n"):])
 
 
 # ---------------------------------------------------------------------------------------------- generation
