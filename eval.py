@@ -37,8 +37,8 @@ import torch
 from tqdm import tqdm
 
 from reward import extract_answer, is_equiv, math_reward
-from rollout import PROMPT_TEMPLATES, UserError, build_prompt, generate, load_model, thinking
-from toy import default_cache_dir, toy_problems
+from rollout import PROMPT_TEMPLATES, UserError, build_prompt, default_cache_dir, generate, load_model, thinking
+from toy import toy_problems
 
 # preset -> (hub dataset repo, where its rows are, problem field(s), answer field, number of problems).
 # "Where" is a JSONL file in the repo, fetched with hf_hub_download, or "viewer:<config>/<split>" for a set

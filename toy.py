@@ -49,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 import rollout
-from rollout import PROMPT_TEMPLATES, build_prompt
+from rollout import PROMPT_TEMPLATES, build_prompt, default_cache_dir
 
 EOS = "<|endoftext|>"
 INSTRUCTION = PROMPT_TEMPLATES["plain"].replace("{problem}", "")  # the text the plain template adds to a problem
@@ -205,10 +205,6 @@ def _pretrain(model, tokenizer, seed: int, target: float = TARGET_ACCURACY, max_
     model.eval()
     return {"seed": seed, "steps": step, "sampled_accuracy": round(accuracy, 4), "target": target,
             "stopped_by": "target" if accuracy >= target else "step cap"}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ETR_CACHE", Path.home() / ".cache" / "etr"))
 
 
 def cache_key(seed: int) -> str:

@@ -504,6 +504,102 @@ def jsonable(x):
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
+def load_models(args, resume_from, problems):
+    """The policy (the checkpoint's weights when resuming), its tokenizer, the frozen reference (--kl-coef > 0) and
+    the prompt of a problem; on CUDA, memory.py's estimate beside the GPU's memory: stop now, not at the first OOM."""
+    # fp32 weights on every device (see the docstring); on CUDA the forward passes run under bf16 autocast.
+    rollout.LM_HEAD_TF32 = args.lm_head_precision == "tf32"
+    model, tokenizer = rollout.load_model(str(resume_from or args.model), dtype=torch.float32,
+                                          gradient_checkpointing=args.gradient_checkpointing)
+    prompt_of = lambda problem: rollout.build_prompt(problem, tokenizer, args.template, rollout.thinking(args.thinking))  # noqa: E731
+    ref_model = None
+    if args.kl_coef > 0:  # the reference policy is the initial model, frozen. Loaded as the policy is (fp32
+        # weights) and scored under the same autocast, it computes exactly as the policy did before its first
+        # update: KL = 0 there, not the difference between bf16 and fp32 weights (up to 0.09 in log pi, issue 14).
+        ref_model, _ = rollout.load_model(args.model, dtype=torch.float32)
+        ref_model.eval().requires_grad_(False)
+    available = memory.available_bytes(model.device)  # None off CUDA
+    if available is not None:
+        # with the longest prompt of --data (tokenised once), not memory.PROMPT_TOKENS: MATH has far longer ones
+        prompt_tokens = max(len(ids) for ids in tokenizer([prompt_of(p["problem"]) for p in problems])["input_ids"])
+        print(memory.report(memory_estimate(model.config, args, prompt_tokens), available))
+        memory.check(model.config, args, available, prompt_tokens)
+    return model, tokenizer, ref_model, prompt_of
+
+
+def open_run(args, out: Path, resume_from, optimizer, config: dict):
+    """Fresh run: seed everything, empty metrics and samples files. Resume: the optimizer, the RNG states and the
+    data position from the checkpoint, and the records written after it dropped. Either way <out>/config.json.
+    -> (steps done, data position, skipped updates so far, the metrics records kept)"""
+    if resume_from:
+        state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        history = truncate_jsonl(out / "metrics.jsonl", state["step"])
+        truncate_jsonl(out / "samples.jsonl", state["step"])
+        print(f"resuming {out} from {resume_from.name}")
+        run_state = state["step"], state["data_position"], state["skipped_steps"], history
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        random.seed(args.seed)
+        torch.manual_seed(args.seed)  # also seeds CUDA
+        (out / "metrics.jsonl").write_text("")
+        (out / "samples.jsonl").write_text("")
+        run_state = 0, 0, 0, []
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return run_state
+
+
+def rollout_metrics(correct, penalty, group_std, lengths, truncated, G: int) -> dict:
+    """What the sampled batch looks like: its accuracy (0/1 rewards, before any overlong penalty), the share of
+    groups with nothing to learn (equal rewards), lengths and cuts."""
+    return {"reward_mean": correct.mean().item(), "reward_std": correct.std(unbiased=False).item(),
+            "frac_zero_std_groups": (group_std.view(-1, G)[:, 0] == 0).float().mean().item(),
+            "response_len_mean": lengths.float().mean().item(), "truncated_frac": truncated.float().mean().item(),
+            "overlong_penalty_mean": penalty.mean().item()}
+
+
+def write_samples(samples_file, step: int, step_problems: list, texts: list, golds: list, rewards, G: int):
+    """The first completion of each of the first SAMPLES_PER_STEP problems -> samples.jsonl (for reading, not
+    training)."""
+    for i in range(0, min(SAMPLES_PER_STEP * G, len(golds)), G):
+        samples_file.write(json.dumps({"step": step, "id": step_problems[i // G]["id"],
+                                       "problem": step_problems[i // G]["problem"], "completion": texts[i],
+                                       "answer": golds[i], "reward": rewards[i].item()}) + "\n")
+
+
+def evaluate_in_training(model, tokenizer, eval_problems: list, prompt_of, args) -> dict:
+    """Greedy accuracy on the held-out problems -> eval_* metrics; generate calls sized for their own prompts."""
+    model.eval()
+    eval_prompts = [prompt_of(p["problem"]) for p in eval_problems]
+    batch_size = memory.gen_batch_size(model, len(eval_problems), eval.context_budget(model, tokenizer, eval_prompts)[0],
+                                       args.max_new_tokens)
+    with autocast(model.device):
+        summary = eval.evaluate(model, tokenizer, eval_problems, n=1, temperature=0.0, max_new_tokens=args.max_new_tokens,
+                                batch_size=batch_size, template=args.template, thinking=rollout.thinking(args.thinking))
+    return {f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+
+
+def log_step(record: dict, metrics_file, samples_file, pbar):
+    """The step's record -> metrics.jsonl (strict JSON: nan -> null), both files flushed (a crash loses no finished
+    step), and the progress bar's reward, entropy, length and clipped fraction."""
+    metrics_file.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
+    metrics_file.flush()
+    samples_file.flush()
+    pbar.set_postfix(reward=f"{record['reward_mean']:.3f}", ent=f"{record.get('entropy', float('nan')):.3f}",
+                     len=f"{record['response_len_mean']:.0f}",
+                     clip=f"{record.get('clip_frac_low', 0) + record.get('clip_frac_high', 0):.3f}")
+
+
+def finish(history: list, out: Path) -> dict:
+    """The mean reward of the first and the last 10 steps, printed and returned with the run's records."""
+    rewards = [r["reward_mean"] for r in history] or [float("nan")]
+    first, last = sum(rewards[:10]) / len(rewards[:10]), sum(rewards[-10:]) / len(rewards[-10:])
+    print(f"mean reward: first {len(rewards[:10])} steps {first:.3f} -> last {len(rewards[-10:])} steps {last:.3f} "
+          f"({last - first:+.3f}); run in {out}")
+    return {"first_reward": first, "last_reward": last, "history": history, "out": out}
+
+
 # ----------------------------------------------------------------------------------------------- the loop
 
 def run(args) -> dict:
@@ -516,55 +612,18 @@ def run(args) -> dict:
     resume_from = start_run(args, out)
     torch.set_flush_denormal(True)  # on CPU, denormal floats in small Adam moments slow every matmul ~10x
     problems, eval_problems = load_data(args)
-
-    # fp32 weights on every device (see the docstring); on CUDA the forward passes run under bf16 autocast.
-    rollout.LM_HEAD_TF32 = args.lm_head_precision == "tf32"
-    model, tokenizer = rollout.load_model(str(resume_from or args.model), dtype=torch.float32,
-                                          gradient_checkpointing=args.gradient_checkpointing)
-    prompt_of = lambda problem: rollout.build_prompt(problem, tokenizer, args.template, rollout.thinking(args.thinking))  # noqa: E731
-    device = model.device
-    ref_model = None
-    if args.kl_coef > 0:  # the reference policy is the initial model, frozen. Loaded as the policy is (fp32
-        # weights) and scored under the same autocast, it computes exactly as the policy did before its first
-        # update: KL = 0 there, not the difference between bf16 and fp32 weights (up to 0.09 in log pi, issue 14).
-        ref_model, _ = rollout.load_model(args.model, dtype=torch.float32)
-        ref_model.eval().requires_grad_(False)
-    available = memory.available_bytes(device)  # None off CUDA
-    if available is not None:  # the estimate beside the GPU's memory; stop now, not at the first OOM
-        # with the longest prompt of --data (tokenised once), not memory.PROMPT_TOKENS: MATH has far longer ones
-        prompt_tokens = max(len(ids) for ids in tokenizer(
-            [prompt_of(p["problem"]) for p in problems])["input_ids"])
-        print(memory.report(memory_estimate(model.config, args, prompt_tokens), available))
-        memory.check(model.config, args, available, prompt_tokens)
+    model, tokenizer, ref_model, prompt_of = load_models(args, resume_from, problems)
     # fused=True on CUDA: one kernel for the whole update and no temporaries -- the default (foreach) AdamW
     # allocates a full fp32 temporary for sqrt(v), a peak of 20 bytes per parameter instead of 16 (memory.py)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay,
-                                  fused=device.type == "cuda")
-
-    metrics_path, samples_path = out / "metrics.jsonl", out / "samples.jsonl"
-    if resume_from:
-        state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"])
-        start, data_pos, skipped_total = state["step"], state["data_position"], state["skipped_steps"]
-        history = truncate_jsonl(metrics_path, start)
-        truncate_jsonl(samples_path, start)
-        print(f"resuming {out} from {resume_from.name}")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        random.seed(args.seed)
-        torch.manual_seed(args.seed)  # also seeds CUDA
-        start, data_pos, skipped_total, history = 0, 0, 0, []
-        metrics_path.write_text("")
-        samples_path.write_text("")
-    config = {"args": vars(args), "loss_config": dataclasses.asdict(cfg),
-              "prompt_template": prompt_of("{problem}"),
-              "device": str(device), "n_train_problems": len(problems), "n_eval_problems": len(eval_problems)}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+                                  fused=model.device.type == "cuda")
+    start, data_pos, skipped_total, history = open_run(args, out, resume_from, optimizer, config={
+        "args": vars(args), "loss_config": dataclasses.asdict(cfg), "prompt_template": prompt_of("{problem}"),
+        "device": str(model.device), "n_train_problems": len(problems), "n_eval_problems": len(eval_problems)})
 
     G = args.group_size
-    metrics_file = open(metrics_path, "a", encoding="utf-8")
-    samples_file = open(samples_path, "a", encoding="utf-8")
+    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    samples_file = open(out / "samples.jsonl", "a", encoding="utf-8")
     pbar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc=args.algo)
     for step in pbar:
         lr = lr_at(step - 1, args)
@@ -580,10 +639,9 @@ def run(args) -> dict:
         # 2. G completions of each prompt (rows i*G .. i*G+G-1 belong to prompt i)
         t0 = time.perf_counter()
         model.eval()
-        prompt_tokens = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
-        gen_batch_size = args.gen_batch_size or memory.gen_batch_size(model, len(prompts) * G, prompt_tokens,
-                                                                      args.max_new_tokens)
-        with autocast(device):
+        gen_batch_size = args.gen_batch_size or memory.gen_batch_size(  # calls sized to the memory left (CUDA)
+            model, len(prompts) * G, max(len(ids) for ids in tokenizer(prompts)["input_ids"]), args.max_new_tokens)
+        with autocast(model.device):
             batch = rollout.generate(model, tokenizer, prompts, G, temperature=args.temperature, top_p=args.top_p,
                                      max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size)
         gen_seconds = time.perf_counter() - t0
@@ -596,18 +654,11 @@ def run(args) -> dict:
                                             args.max_new_tokens, args.overlong_buffer,
                                             args.overlong_penalty_max)  # [N], [N]
         rewards = correct + penalty  # [N]
+        write_samples(samples_file, step, step_problems, batch["texts"], golds, rewards, G)
 
         # 4. group-relative advantages; group_std = sigma_q of each sample's group (ETR's macro elasticity)
         adv, group_std = etr.group_advantages(rewards, G, cfg.adv_std)  # [N], [N]
-        record = {"step": step, "reward_mean": correct.mean().item(), "reward_std": correct.std(unbiased=False).item(),
-                  "frac_zero_std_groups": (group_std.view(-1, G)[:, 0] == 0).float().mean().item(),
-                  "response_len_mean": lengths.float().mean().item(),
-                  "truncated_frac": batch["truncated"].float().mean().item(),
-                  "overlong_penalty_mean": penalty.mean().item()}
-        for i in range(0, min(SAMPLES_PER_STEP * G, len(golds)), G):
-            samples_file.write(json.dumps({"step": step, "id": step_problems[i // G]["id"],
-                                           "problem": step_problems[i // G]["problem"], "completion": batch["texts"][i],
-                                           "answer": golds[i], "reward": rewards[i].item()}) + "\n")
+        record = {"step": step, **rollout_metrics(correct, penalty, group_std, lengths, batch["truncated"], G)}
         batch.update(adv=adv, group_std=group_std)
 
         # 5. rows left out of the loss (their rewards did count in their group's mean and std above):
@@ -622,14 +673,14 @@ def run(args) -> dict:
         if not keep.all():
             batch = select(batch, keep.nonzero().squeeze(1))
 
+        # 6-7. log pi_old (and log pi_ref), then epochs x mini-batches AdamW updates. With one update per rollout
+        #    batch rho == 1 and the clip, ETR and ERC do nothing: that is why several mini-batches are the default.
         t1 = time.perf_counter()
+        train = {}
         if batch["completion_ids"].shape[0] == 0:
             tqdm.write(f"step {step}: no completion left to learn from (--dynamic-sampling dropped groups of equal "
                        f"rewards, --overlong filter dropped cut completions): update skipped")
-            train = {}
         else:
-            # 6-7. log pi_old (and log pi_ref), then epochs x mini-batches AdamW updates. With a single update per rollout batch
-            #    rho == 1 and the clip, ETR and ERC would do nothing: that is why several mini-batches are the default.
             model.train(args.gradient_checkpointing)  # HF checkpoints only in train mode; no dropout either way
             train = train_step(model, optimizer, batch, cfg, algo=args.algo, epochs=args.epochs,
                                mini_batches=args.mini_batches, micro_batch_size=args.micro_batch_size,
@@ -641,33 +692,16 @@ def run(args) -> dict:
         record.update(train, lr=lr, skipped_steps=skipped_total, gen_seconds=gen_seconds, train_seconds=train_seconds,
                       tokens_per_second=lengths.sum().item() / (gen_seconds + train_seconds))
         if args.eval_every and step % args.eval_every == 0:
-            model.eval()
-            eval_prompts = [prompt_of(p["problem"]) for p in eval_problems]
-            eval_batch_size = memory.gen_batch_size(model, len(eval_problems), eval.context_budget(
-                model, tokenizer, eval_prompts)[0], args.max_new_tokens)  # sized for its own prompts, not training's
-            with autocast(device):
-                summary = eval.evaluate(model, tokenizer, eval_problems, n=1, temperature=0.0,
-                                        max_new_tokens=args.max_new_tokens, batch_size=eval_batch_size,
-                                        template=args.template, thinking=rollout.thinking(args.thinking))
-            record.update({f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
-        metrics_file.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
-        metrics_file.flush()
-        samples_file.flush()
+            record.update(evaluate_in_training(model, tokenizer, eval_problems, prompt_of, args))
+        log_step(record, metrics_file, samples_file, pbar)
         history.append(record)
-        pbar.set_postfix(reward=f"{record['reward_mean']:.3f}", ent=f"{record.get('entropy', float('nan')):.3f}",
-                         len=f"{record['response_len_mean']:.0f}", clip=f"{record.get('clip_frac_low', 0) + record.get('clip_frac_high', 0):.3f}")
         if step == args.steps or (args.save_every and step % args.save_every == 0):
             save_checkpoint(out, step, model, tokenizer, optimizer,
                             {"data_position": data_pos, "skipped_steps": skipped_total}, args.keep_last)
     pbar.close()
     metrics_file.close()
     samples_file.close()
-
-    rewards = [r["reward_mean"] for r in history] or [float("nan")]
-    first, last = sum(rewards[:10]) / len(rewards[:10]), sum(rewards[-10:]) / len(rewards[-10:])
-    print(f"mean reward: first {len(rewards[:10])} steps {first:.3f} -> last {len(rewards[-10:])} steps {last:.3f} "
-          f"({last - first:+.3f}); run in {out}")
-    return {"first_reward": first, "last_reward": last, "history": history, "out": out}
+    return finish(history, out)
 
 
 def main(argv=None):

@@ -62,7 +62,7 @@ def model_path(name: str) -> str:
         return str(toy.build_toy())
     if name != "random-qwen2.5-0.5b":
         return name
-    out = toy.default_cache_dir() / "bench-random-qwen2.5-0.5b"
+    out = rollout.default_cache_dir() / "bench-random-qwen2.5-0.5b"
     if not out.is_dir():
         from transformers import Qwen2Config, Qwen2ForCausalLM
         print(f"building a random model in Qwen2.5-0.5B's shape, once (~2 GB, cached in {out})", file=sys.stderr,

