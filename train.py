@@ -65,8 +65,9 @@ import toy  # noqa: E402
 # ----------------------------------------------------------------------------------------------- config
 # Settings whose sensible value depends on the model. "toy": tuned so that `python train.py` learns within
 # a few minutes on 2 CPU cores: 266 steps x 12 problems x 8 completions = 25,536 samples, 2/3 of the 300 x 8 x 16
-# of earlier versions; more, smaller steps learn more from the same samples (README, the toy). "hf" (any real
-# model): common practice for RLVR on Qwen2.5 0.5B-1.5B (sources in the README). A flag the user sets always wins.
+# of earlier versions; more, smaller steps learn more from the same samples (docs/toy.md). "hf" (any real
+# model): common practice for RLVR on Qwen2.5 0.5B-1.5B (sources: docs/training.md, "Where the Qwen defaults
+# come from"). A flag the user sets always wins.
 DEFAULTS = {
     "toy": dict(data="toy", steps=266, prompts_per_step=12, group_size=8, mini_batches=2, micro_batch_size=32,
                 lr=1e-4, warmup_steps=0, weight_decay=0.0, max_new_tokens=32, eval_data="toy", eval_n=64,
@@ -173,7 +174,7 @@ def parse_args(argv=None):
                    help="recompute activations in backward: less memory, ~30%% slower (default: off)")
     p.add_argument("--lm-head-precision", default="tf32", choices=["tf32", "fp32"],
                    help="the lm_head's fp32 matmuls on CUDA (scoring and sampling): tf32 runs them on the tensor cores\n"
-                        "(log pi within ~1e-3 of fp32; README, the GPU path); no effect on CPU (default: tf32)")
+                        "(log pi within ~1e-3 of fp32; docs/training.md, the GPU path); no effect on CPU (default: tf32)")
     p.add_argument("--estimate-memory", action="store_true",
                    help="print the estimated peak GPU memory of this run from the model's config and exit;\n"
                         "loads no weights (a directory with config.json alone will do)")
@@ -281,7 +282,11 @@ def load_data(args):
     eval_problems = []
     if args.eval_every:
         seen = {p["problem"] for p in problems}
-        eval_problems = [p for p in eval.load_problems(args.eval_data, flag="--eval-data") if p["problem"] not in seen][:args.eval_n]
+        try:
+            loaded = eval.load_problems(args.eval_data, flag="--eval-data")
+        except rollout.UserError as e:  # a preset that cannot be fetched: evaluating is optional in training
+            raise rollout.UserError(f"{e}, or train without evaluating: --eval-every 0") from None
+        eval_problems = [p for p in loaded if p["problem"] not in seen][:args.eval_n]
         if not eval_problems:
             raise rollout.UserError(f"--eval-data {args.eval_data} has no problems outside the training data: "
                                     f"pass another --eval-data or --eval-every 0")

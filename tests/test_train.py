@@ -450,7 +450,8 @@ def test_a_real_model_offline_names_eval_data_for_the_default_eval_set(offline, 
         train.main(["--model", str(tiny_model_dir), "--data", "toy", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err
-    assert "preset 'math500'" in err and err.endswith("pass a local copy with --eval-data path/to/math500.jsonl")
+    assert "preset 'math500'" in err and err.endswith("pass a local copy with --eval-data path/to/math500.jsonl, "
+                                                    "or train without evaluating: --eval-every 0")
 
 
 @pytest.mark.parametrize("extra", [["--data", "/nonexistent/problems.jsonl"], ["--algo", "ppo"]])
