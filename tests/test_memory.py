@@ -1,5 +1,8 @@
 """memory.py: the parameter count and the estimate against hand arithmetic for a small config, the activation
-terms against the tensors autograd really saves, rows per generate call, and the stop-before-OOM check."""
+terms against the tensors autograd really saves, every phase's estimate against what train.py's code allocates
+(benchmarks/memory_check.py at tiny shapes), rows per generate call, and the stop-before-OOM check."""
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +11,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCau
 
 import memory
 import rollout
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import memory_check  # noqa: E402
 
 # h 64, MLP 128, 2 layers, 4 heads of 16 (q = 64), 2 KV heads (kv = 32), vocabulary 100, tied embeddings
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -127,6 +133,21 @@ def test_activation_terms_match_what_autograd_saves(kind, shape):
     for length in (32, 64):
         A, _ = memory.saved_per_token(kind[0](**shape), length)
         assert saved_per_token_layer(kind, shape, length) == A - 32, length
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """benchmarks/memory_check.py's measurements: one train.py step per tiny shape, phase by phase (~15 s)."""
+    return {name: memory_check.measure(name) for name in memory_check.SHAPES}
+
+
+@pytest.mark.parametrize("shape", list(memory_check.SHAPES))
+def test_every_phase_estimate_covers_what_is_allocated(measured, shape):
+    """estimate / measured in [1.00, 1.15] for every phase: never below what train.py's code allocates, at most
+    15 % above it."""
+    ratios = {phase: r["estimate"] / r["measured"] for phase, r in measured[shape].items()}
+    assert set(ratios) == set(memory_check.PHASES)
+    assert all(1.0 <= ratio <= 1.15 for ratio in ratios.values()), ratios
 
 
 def test_gen_rows_per_call():
