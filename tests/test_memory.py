@@ -147,7 +147,8 @@ def test_every_phase_estimate_covers_what_is_allocated(measured, shape):
     15 % above it."""
     ratios = {phase: r["estimate"] / r["measured"] for phase, r in measured[shape].items()}
     assert set(ratios) == set(memory_check.PHASES)
-    assert all(1.0 <= ratio <= 1.15 for ratio in ratios.values()), ratios
+    outside = {phase: round(ratio, 4) for phase, ratio in ratios.items() if not 1.0 <= ratio <= 1.15}
+    assert not outside, outside
 
 
 def test_gen_rows_per_call():
