@@ -1,15 +1,16 @@
 """memory.py against what train.py's phases really allocate, measured on the CPU at tiny shapes (no GPU needed).
 
-    python benchmarks/memory_check.py          # Qwen2.5-, Qwen3- and Llama-shaped random models: ~15 s on 2 cores
+    python benchmarks/memory_check.py          # Qwen2.5-, Qwen3- and Llama-shaped random models: 15-35 s on 2 cores
 
 Each shape runs one step of train.py's own code -- rollout.generate, then train.train_step (ETR, 4 mini-batches of
 2 micro-batches of 4 rows) with fused AdamW, as on CUDA -- under bf16 autocast on the CPU (train.autocast patched to
 torch.autocast("cpu", dtype=torch.bfloat16): what train.py does on CUDA), with prompts of 8 to 32 tokens, so that
 every forward pass carries a left-padding attention mask, and AdamW's moments already allocated, as after a first
-step (one update with zero gradients makes them). rollout.CHUNK_ROWS is 64 here, so that a micro-batch's 256 completion tokens take 4 lm_head chunks, as a
-real one's 4 x 1,024 take 8 of 512. Then three more measurements: a generate call whose peak is the end of decoding,
-not the prefill (prompts of 1 to 4 tokens, 96 new tokens); the training step again with gradient checkpointing; one optimizer
-step of torch's foreach AdamW (what memory.estimate's fused_adamw=False counts).
+step (one update with zero gradients makes them). rollout.CHUNK_ROWS is 64 here, so that a micro-batch's 256
+completion tokens take 4 lm_head chunks, as a real one's 4 x 1,024 take 8 of 512. Then three more measurements: a
+generate call whose peak is the end of decoding, not the prefill (prompts of 1 to 4 tokens, 96 new tokens); the
+training step again with gradient checkpointing; one optimizer step of torch's foreach AdamW (what memory.estimate's
+fused_adamw=False counts).
 
 How a phase is measured: it runs under torch.profiler with profile_memory=True, which records every allocation and
 free of the CPU allocator (+bytes / -bytes, in time order); their running sum is the live-bytes curve since the

@@ -88,8 +88,10 @@ def test_train_py_passes_top_p_to_the_estimate():
     config = Qwen2Config(**SMALL)
     args = train.resolve_args(train.parse_args(["--max-new-tokens", "124", "--top-p", "0.9"]))
     rows = args.prompts_per_step * args.group_size
-    gen = lambda top_p: train.memory_estimate(config, SimpleNamespace(**{**vars(args), "top_p": top_p}), 4)[  # noqa: E731
-        "parts"]["generation: KV cache + sampling"]
+    def gen(top_p):  # 4-token prompts, 124 new tokens: the end of generation is a row's peak
+        est = train.memory_estimate(config, SimpleNamespace(**{**vars(args), "top_p": top_p}), prompt_tokens=4)
+        return est["parts"]["generation: KV cache + sampling"]
+
     assert gen(0.9) - gen(1.0) == rows * 100 * memory.TOP_P_BYTES
 
 
@@ -118,7 +120,8 @@ def saved_per_token_layer(kind, shape: dict, length: int) -> float:
         return sum(v for ptr, v in seen.items() if ptr not in params)
 
     growth = saved(2) - saved(1)
-    weight_copies = 2 * sum(m.weight.numel() for m in models[2].model.layers[1].modules() if isinstance(m, torch.nn.Linear))
+    layer = models[2].model.layers[1]
+    weight_copies = 2 * sum(m.weight.numel() for m in layer.modules() if isinstance(m, torch.nn.Linear))
     return (growth - weight_copies) / (2 * length)
 
 
