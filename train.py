@@ -245,7 +245,7 @@ def memory_estimate(config, args, prompt_tokens: int = memory.PROMPT_TOKENS) -> 
     return memory.estimate(config, micro_batch_size=args.micro_batch_size, max_new_tokens=args.max_new_tokens,
                            gen_rows=args.gen_batch_size or args.prompts_per_step * args.group_size,
                            gradient_checkpointing=args.gradient_checkpointing, kl_coef=args.kl_coef,
-                           prompt_tokens=prompt_tokens)
+                           prompt_tokens=prompt_tokens, top_p=args.top_p)  # top-p < 1 sorts: more sampling buffers
 
 
 def lr_at(step: int, args) -> float:
@@ -645,7 +645,8 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         model.eval()
         gen_batch_size = args.gen_batch_size or memory.gen_batch_size(  # calls sized to the memory left (CUDA)
-            model, len(prompts) * G, max(len(ids) for ids in tokenizer(prompts)["input_ids"]), args.max_new_tokens)
+            model, len(prompts) * G, max(len(ids) for ids in tokenizer(prompts)["input_ids"]), args.max_new_tokens,
+            top_p=args.top_p)
         with autocast(model.device):
             batch = rollout.generate(model, tokenizer, prompts, G, temperature=args.temperature, top_p=args.top_p,
                                      max_new_tokens=args.max_new_tokens, batch_size=gen_batch_size)

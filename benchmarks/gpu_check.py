@@ -43,8 +43,7 @@ EMBED_SCALE = 8.0  # logits' std ~0.6 at init -> ~5, largest ~20-30 over the voc
 
 
 def make_model_and_tokenizer(tiny: bool, device):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(**{**json.loads(CONFIG.read_text()), **(TINY if tiny else {})})
     with torch.random.fork_rng(devices=[]):
@@ -53,14 +52,20 @@ def make_model_and_tokenizer(tiny: bool, device):
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(EMBED_SCALE)  # tied: the lm_head too
     model.to(device)
-    words = {f"w{i}": i for i in range(config.vocab_size)}
-    eos = f"w{config.eos_token_id}"
-    tok = Tokenizer(models.WordLevel(words, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=eos)
-    tokenizer.padding_side = "left"
     model.generation_config.pad_token_id = model.generation_config.eos_token_id = config.eos_token_id
-    return model, tokenizer
+    return model, word_tokenizer(config.vocab_size, config.eos_token_id)
+
+
+def word_tokenizer(vocab_size: int, eos_id: int):
+    """Words w0 .. w{vocab_size - 1}, one token each, whitespace-split; w{eos_id} is EOS and pad, left padding."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=f"w{eos_id}", pad_token=f"w{eos_id}")
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
 class Phases:

@@ -57,12 +57,13 @@ def main():
                                      max_new_tokens=args.max_new_tokens,
                                      gen_rows=args.prompts_per_step * args.group_size, gradient_checkpointing=ckpt,
                                      kl_coef=0.0) for ckpt in (False, True)}
-        P = memory.n_params(config)
-        best = min(e["train"] for e in est.values())
-        verdict = ("yes" if est[False]["train"] <= USABLE else "with --gradient-checkpointing" if best <= USABLE
-                   else "no")
-        print(f"| {name} | {P / 1e9:.2f} B | {18 * P / 2**30:.1f} | {est[False]['train'] / 2**30:.1f} | "
-              f"{est[True]['train'] / 2**30:.1f} | {est[False]['generate'] / 2**30:.1f} | {verdict} |")
+        P, parts = memory.n_params(config), est[False]["parts"]
+        state = sum(parts[k] for k in ("weights (fp32)", "gradients (fp32)", "AdamW m, v (fp32)",
+                                       "autocast bf16 weight copies"))
+        need = {ckpt: max(e[phase] for phase in ("score", "train", "optimizer")) for ckpt, e in est.items()}  # = check
+        verdict = "yes" if need[False] <= USABLE else "with --gradient-checkpointing" if need[True] <= USABLE else "no"
+        print(f"| {name} | {P / 1e9:.2f} B | {state / 2**30:.1f} | {need[False] / 2**30:.1f} | "
+              f"{need[True] / 2**30:.1f} | {est[False]['generate'] / 2**30:.1f} | {verdict} |")
 
 
 if __name__ == "__main__":

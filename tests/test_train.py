@@ -484,8 +484,8 @@ def test_in_training_eval_sizes_its_generate_calls_for_its_own_prompts(tiny_mode
     long_problem = {"id": "long", "problem": "x " * 60 + "What is 1+1?", "answer": "2"}
     eval_file.write_text("".join(json.dumps(p) + "\n" for p in [long_problem, *toy.toy_problems(2, seed=99)]))
     calls, real = [], memory.gen_batch_size
-    monkeypatch.setattr(memory, "gen_batch_size", lambda model, rows, prompt_tokens, new: calls.append(
-        (rows, prompt_tokens)) or real(model, rows, prompt_tokens, new))
+    monkeypatch.setattr(memory, "gen_batch_size", lambda model, rows, prompt_tokens, new, **kw: calls.append(
+        (rows, prompt_tokens)) or real(model, rows, prompt_tokens, new, **kw))
     train.main(argv(tiny_model_dir, data_file, tmp_path / "run", "--steps", "1", "--eval-every", "1",
                     "--eval-data", str(eval_file), "--eval-n", "3"))
     (train_rows, train_tokens), (eval_rows, eval_tokens) = calls
