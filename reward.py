@@ -73,7 +73,8 @@ from functools import lru_cache
 
 import sympy
 
-from latex import MAX_ANSWER_LEN, ParseError, braced, clean, label, to_sympy, value_tree
+from latex import (MAX_ANSWER_LEN, NAME, ParseError, braced, clean, label, matrix_form, matrix_value, quotient,
+                   solution_set, to_sympy, value_tree)
 
 TIME_LIMIT = 0.8        # seconds: the budget of one is_equiv call for symbolic work (worker round trips included)
 
@@ -83,11 +84,15 @@ TIME_LIMIT = 0.8        # seconds: the budget of one is_equiv call for symbolic 
 # ---------------------------------------------------------------------------------------------------------------
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
-_FALLBACK = re.compile(r"(?i)(?:final answer is|answer\s*:)[ \t]*")
+_FALLBACK = re.compile(r"(?i)(?:final answer is:?|answer\s*:)[ \t]*")
 # the subject of a sentence up to its first " is " / " are ": $..$ spans, or characters other than a newline or
 # a full stop that ends the sentence
 _SUBJECT = re.compile(r"(?:\$[^$]*\$|[^$\n.]|\.(?=\S))*?\s(?:is|are)\s+")
-_BOX_JOIN = re.compile(r"[\s$]*(?:,|;|,?\s*\b(?:and|or)\b)[\s$]*")
+# what may stand between the boxes of one answer, once spacing, $, \\( \\), parentheses and \\text{..} wrappers
+# are gone: a separator, after "for part (a)" and before "y_2 =" ("\\boxed{3} \\text{ for part (a) and } \\boxed{5}")
+_BOX_PROSE = re.compile(r"\\text\s*\{|\\(?:quad|qquad|[,;:! ()\[\]])|[\s$(){}~]+")
+_BOX_JOIN = re.compile(rf"(?i)(?:(?:for|in)\s*(?:part\s*)?\w{{1,3}}\s*)?(?:,|;|,?\s*\b(?:and|or)\b)\s*,?\s*"
+                       rf"(?:{NAME}\s*=)?")
 
 
 def _box_content(text, m):
@@ -116,7 +121,7 @@ def extract_answer(text):
         parts, later = [answer], boxes[-1].start()
         for m in reversed(boxes[:-1]):
             content, end = _box_content(text, m)
-            if not content or not _BOX_JOIN.fullmatch(text, end, later):
+            if not content or not _BOX_JOIN.fullmatch(_BOX_PROSE.sub(" ", text[end:later]).strip()):
                 break
             parts.append(content)
             later = m.start()
@@ -127,11 +132,12 @@ def extract_answer(text):
     rest = text[hits[-1].end():]
     subject = _SUBJECT.match(rest)  # "Final Answer: The largest $n$ is 34." -> "34."
     rest = rest[subject.end():] if subject else rest
-    if not rest.startswith("$"):
-        rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0]
-    if rest.startswith("$"):
-        m = re.match(r"\$+((?:\\\$|[^$])*)\$", rest)  # \$ inside is a dollar sign: $\$18.90$
-        rest = m.group(1) if m else rest.strip("$")
+    # the math right after it: $..$ (\$ inside is a dollar sign: $\$18.90$), \(..\) or \[..\]; else up to ". "
+    m = re.match(r"\$+((?:\\\$|[^$])*)\$|\\\((.*?)\\\)|\\\[(.*?)\\\]", rest, re.S)
+    if m:
+        rest = next(g for g in m.groups() if g is not None)
+    else:
+        rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0].strip("$")
     answer = rest.strip().rstrip(".").strip()
     return answer or None
 
@@ -192,6 +198,20 @@ def _equal(p, g, deadline):
         return _equal(value_tree(p[2]), g if kg != "eq" else value_tree(g[2]), deadline)  # x = 5 against 5
     if lg and kp != "eq":
         return _equal(p, value_tree(g[2]), deadline)
+    if "assign" in (kp, kg):  # k = 45, n = 2: by name against the same names, else in order
+        if kp == kg and sorted(p[1]) == sorted(g[1]):
+            return all(_equal(v, g[2][g[1].index(name)], deadline) for name, v in zip(p[1], p[2]))
+        ps, gs = _in_order(p), _in_order(g)
+        return len(ps) == len(gs) > 1 and all(_equal(x, y, deadline) for x, y in zip(ps, gs))
+    if (kp == "seq" and p[1] == ":") != (kg == "seq" and g[1] == ":"):  # 7 : 32 against 7/32: the quotient
+        p, g, kp, kg = quotient(p), quotient(g), quotient(p)[0], quotient(g)[0]
+    if "rel" in (kp, kg) and {kp, kg} <= {"rel", "seq", "union"}:  # -x > -1 = x < 1: the same set of numbers
+        if kp == kg and p[1] == g[1] and all(_equal(x, y, deadline) for x, y in zip(p[2], g[2])):
+            return True
+        return _ask_worker(("sets", p, g), deadline)
+    if "matexpr" in (kp, kg):  # A + B against its value
+        a, b = matrix_form(p), matrix_form(g)
+        return a is not None and b is not None and _ask_worker(("matrix", a, b), deadline)
     if (kp == "set") != (kg == "set"):  # an answer and a list of answers: {3} = 3, 3, 3 = 3
         return _same_set(p[1] if kp == "set" else [p], g[1] if kg == "set" else [g], deadline)
     if kp == "matrix" and kg == "seq" and g[1:3] == ("(", ")"):
@@ -211,8 +231,6 @@ def _equal(p, g, deadline):
             return _ask_worker(("eq", (p[1], p[2]), (g[1], g[2])), deadline)
         except ParseError:  # (p, q) = (3, 2) against (q, p) = (2, 3): different labels, and no expressions
             return False
-    if kp == "rel":
-        return p[1] == g[1] and all(_equal(x, y, deadline) for x, y in zip(p[2], g[2]))
     if kp == "seq":
         return p[1:3] == g[1:3] and len(p[3]) == len(g[3]) and all(
             _equal(x, y, deadline) for x, y in zip(p[3], g[3]))
@@ -222,6 +240,12 @@ def _equal(p, g, deadline):
         return len(p[1]) == len(g[1]) and len(p[1][0]) == len(g[1][0]) and all(
             _equal(x, y, deadline) for rx, ry in zip(p[1], g[1]) for x, y in zip(rx, ry))
     return False
+
+
+def _in_order(v):
+    """The values of a tuple, an assignment or a bare list, in the order written; [] for anything else."""
+    return {"assign": lambda: v[2], "set": lambda: v[1], "seq": lambda: v[3] if v[1:3] == ("(", ")") else []}.get(
+        v[0], list)()
 
 
 def _vector(m):
@@ -283,11 +307,14 @@ def _close(a, b, digits=30):
 
 def _symbolic_equal(a, b):
     """a == b for sympy expressions: a cheap numeric refutation first, then expand / simplify as proof."""
+    if a.has(sympy.Sum, sympy.Product) or b.has(sympy.Sum, sympy.Product):  # their closed forms, where sympy has them
+        a, b = a.doit(), b.doit()
     d = a - b
     if d == 0:
         return True
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
-    for point in _numeric_points(symbols) if symbols else [{}]:
+    # no numeric refutation of a sum that has no closed form: its limits at a random point mean nothing
+    for point in [] if d.has(sympy.Sum, sympy.Product) else _numeric_points(symbols) if symbols else [{}]:
         try:
             close = _close(a.subs(point), b.subs(point))
         except (TypeError, ValueError, ZeroDivisionError, OverflowError):
@@ -320,6 +347,12 @@ def _worker_task(task):
     op, a_src, b_src = task
     if op == "expr":
         return _symbolic_equal(to_sympy(a_src), to_sympy(b_src))
+    if op == "sets":
+        a, b = solution_set(a_src), solution_set(b_src)
+        return a == b or sympy.Complement(a, b) == sympy.Complement(b, a) == sympy.S.EmptySet
+    if op == "matrix":
+        a, b = matrix_value(a_src), matrix_value(b_src)
+        return a.shape == b.shape and all(_symbolic_equal(x, y) for x, y in zip(a, b))
     (l1, r1), (l2, r2) = a_src, b_src
     return _proportional(to_sympy(l1) - to_sympy(r1), to_sympy(l2) - to_sympy(r2))
 

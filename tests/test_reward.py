@@ -115,7 +115,7 @@ PAIRS = [
     ("(-\\infty, 2) \\cup (2, \\infty)", "x \\neq 2", True), ("(-\\infty, 2) \\cup (2, \\infty)", "x \\ne 3", False),
     ("(8,-2)", "8 < x < -2", False), ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 \\text{ or } x > 7", True),
     ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 or x \\ge 7", False), ("(1,3)", "x > 1 and x < 3", False),
-    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True),
+    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", True), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True),
     ("a \\le b \\le c", "c \\ge b \\ge a", True),
     ("a \\le b \\le c", "a \\le b < c", False), ("[a,b]", "(a,b)", False), ("[a,b]", "a \\le x \\le b", True),
     ("[a,b]", "a < x \\le b", False),
@@ -143,6 +143,50 @@ PAIRS = [
     ("3, 5", "x = 3 or x = 5", True), ("3, 5", "3 and 5", True), ("3", "3 or 5", False),
     # a repeat adds nothing to an answer list or set; a list is never one of its candidates
     ("\\{1, 2\\}", "\\{1, 2, 2\\}", True), ("3", "3, 3", True), ("3", "3, 5", False), ("3, 5", "3, 3", False),
+    # issue 29: ASCII relation operators; \approx: the exact side is the answer, the approximation need not match
+    ("x \\ge 5", "x >= 5", True), ("[5, \\infty)", "x >= 5", True), ("x \\ge 5", "x > 5", False),
+    ("x \\le 5", "x <= 5", True), ("x \\le 5", "x >= 5", False), ("x \\neq 2", "x != 2", True),
+    ("x \\neq 2", "x != -2", False), ("11", "x \\approx 11", True), ("12", "x \\approx 11", False),
+    ("\\frac13", "x = \\frac13 \\approx 0.33", True), ("\\frac13", "x \\approx 0.33", False),
+    ("0.33", "\\frac13 \\approx 0.33", False), ("2\\sqrt2", "2\\sqrt{2} ≈ 2.83", True),
+    # relations by their set of solutions (one variable, real line)
+    ("x < 1", "-x > -1", True), ("x > 1", "-x > -1", False), ("(-\\infty, 1)", "-x > -1", True),
+    ("(-\\infty, 1]", "-x > -1", False), ("x \\le 1", "-x \\ge -1", True), ("(0, 1)", "0 < f(x) < 1", True),
+    ("[0, 1)", "0 < f(x) < 1", False), ("[-\\frac32, -1] \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", True),
+    ("[-\\frac32, -1) \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", False), ("[1, \\frac32]", "1 \\le |z| \\le 3/2", False),
+    ("(-2, 2)", "x^2 < 4", True), ("[-2, 2]", "x^2 < 4", False), ("(-\\infty, -2) \\cup (2, \\infty)", "|x| > 2", True),
+    ("(-\\infty, -2] \\cup (2, \\infty)", "|x| > 2", False), ("x \\ne 2", "x^2 - 4x + 4 > 0", True),
+    ("(\\frac12, \\frac52)", "1 < 2x < 5", True), ("(-\\infty, 0) \\cup (1, \\infty)", "\\frac1x < 1", True),
+    ("x > 1", "\\frac{1}{x} < 1", False), ("x > 2", "2^x > 4", True), ("(0, \\pi)", "\\sin x > 0", False),
+    ("x^2 < 4", "y^2 < 4", True), ("a < x < b", "(a, b)", True), ("x > a", "x > b", False),
+    # labelled ratios; a two-term ratio against a number is its quotient, against a ratio term by term
+    ("7:32", "S_{ABC} : S = 7 : 32", True), ("7:32", "32:7", False), ("7:32", "S_{ABC} : S = 32 : 7", False),
+    ("11:21", "V_1 : V_2 = 11 : 21", True), ("\\frac{7}{32}", "7:32", True), ("\\frac{32}{7}", "7 : 32", False),
+    ("7:32", "14:64", False), ("1:2:3", "1 : 2 : 3", True), ("1:2:3", "1:3:2", False), ("7:32", "7 : 32 : 1", False),
+    # assignments: distinct unknowns form an ordered tuple, a repeated cycle of them a set of tuples
+    ("(5,2),(7,2)", "p = 5, q = 2; p = 7, q = 2", True), ("(5,2),(7,2)", "p = 5, q = 2; p = 2, q = 7", False),
+    ("(5,2),(7,2)", "p = 5, q = 2", False), ("(5,2),(7,2)", "(7,2) \\text{ or } (5,2)", True),
+    ("k = 45, n = 2", "45, 2", True), ("k = 45, n = 2", "2, 45", False), ("k = 45, n = 2", "n = 2, k = 45", True),
+    ("k = 45, n = 2", "k = 2, n = 45", False), ("k = 45, n = 2", "(45, 2)", True), ("k = 45, n = 2", "(2, 45)", False),
+    ("k = 45, n = 2", "(k, n) = (45, 2)", True), ("k = 45, n = 2", "45", False), ("x_1 = 3, x_2 = 5", "5, 3", True),
+    ("x_1 = 3, \\quad x_2 = 5", "3, 5", True), ("x_1 = 3, x_2 = 5", "3, 4", False),
+    # matrix arithmetic against its value
+    ("\\begin{pmatrix} 2 & 2 \\\\ 3 & 5 \\end{pmatrix}", MATRIX_2X2 + " + \\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", True),
+    ("\\begin{pmatrix} 2 & 2 \\\\ 3 & 4 \\end{pmatrix}", MATRIX_2X2 + " + \\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", False),
+    ("\\begin{pmatrix} 2 & 1 \\\\ 4 & 3 \\end{pmatrix}", MATRIX_2X2 + "\\begin{pmatrix} 0 & 1 \\\\ 1 & 0 \\end{pmatrix}", True),
+    ("\\begin{pmatrix} 3 & 4 \\\\ 1 & 2 \\end{pmatrix}", MATRIX_2X2 + "\\begin{pmatrix} 0 & 1 \\\\ 1 & 0 \\end{pmatrix}", False),
+    ("\\begin{pmatrix} 3/5 & 4/5 \\\\ 4/5 & -3/5 \\end{pmatrix}", "\\frac15 \\begin{pmatrix} 3 & 4 \\\\ 4 & -3 \\end{pmatrix}", True),
+    ("\\begin{pmatrix} 3/5 & 4/5 \\\\ 4/5 & 3/5 \\end{pmatrix}", "\\frac15 \\begin{pmatrix} 3 & 4 \\\\ 4 & -3 \\end{pmatrix}", False),
+    ("\\begin{pmatrix} 7 & 10 \\\\ 15 & 22 \\end{pmatrix}", MATRIX_2X2 + "^2", True),
+    (MATRIX_2X2, "2" + MATRIX_2X2 + " - " + MATRIX_2X2, True), (MATRIX_2X2, MATRIX_2X2 + " + " + MATRIX_2X2, False),
+    ("\\begin{pmatrix} 3 \\\\ 7 \\end{pmatrix}", MATRIX_2X2 + "\\begin{pmatrix} 1 \\\\ 1 \\end{pmatrix}", True),
+    ("11", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix} \\begin{pmatrix} 3 \\\\ 4 \\end{pmatrix}", False),
+    # sums and products: equal up to the order of factors, or to their closed form
+    ("\\frac{n(n+1)}{2}", "\\sum_{k=1}^{n} k", True), ("\\frac{n(n-1)}{2}", "\\sum_{k=1}^{n} k", False),
+    ("\\sum_{k=1}^{n} \\frac{1}{k(k+1)}", "\\sum_{k=1}^{n} \\frac{1}{(k+1)k}", True),
+    ("\\sum_{k=1}^{n} k", "\\sum_{k=1}^{n} k^2", False), ("\\prod_{k=1}^{n} (k+1)", "\\prod_{k=1}^{n} (1+k)", True),
+    ("\\sum_{k=1}^{n} 2k", "2\\sum_{i=1}^{n} i", True), ("\\sum_{k=1}^{n} k", "\\sum_{k=2}^{n} k", False),
+    ("\\sum_{k=1}^{n} \\frac{1}{k}", "\\sum_{k=1}^{n} \\frac{1}{k+1}", False), ("\\sum_{i=1}^{3} i", "6", True),
 ]
 
 
@@ -166,6 +210,12 @@ def test_math_reward_boxes_and_scores():
     assert math_reward("\\boxed{3} or \\boxed{5}", "3") == 0.0
     assert math_reward("$\\boxed{3}$, $\\boxed{5}$", "5") == 0.0
     assert math_reward("we get \\boxed{3} first, so the answer is \\boxed{5}", "5") == 1.0
+    # two boxes joined by prose are one answer: never one of them alone
+    two = "\\boxed{3} \\text{ for part (a) and } \\boxed{5}"
+    assert [math_reward(two, g) for g in ("3, 5", "5, 3", "3", "5", "3, 4")] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert math_reward("The final answer is $10,455$.", "10455") == 1.0
+    assert math_reward("The final answer is \\((-6, 10)\\).", "(-6,10)") == 1.0
+    assert math_reward("The final answer is \\((-6, 10)\\).", "(10,-6)") == 0.0
 
 
 # extraction: (text, expected answer)
@@ -200,6 +250,13 @@ EXTRACTION = [
     ("First \\boxed{12}, and then the total is \\boxed{9}.", "9"),
     ("\\boxed{1} \\boxed{2}", "2"),
     ("\\boxed{} and \\boxed{2}", "2"),
+    # ... and by a little prose that ends in a separator (issue 29)
+    ("\\boxed{3} \\quad \\text{and} \\quad \\boxed{5}", "3, 5"),
+    ("\\boxed{3} \\text{ for part (a) and } \\boxed{5} \\text{ for part (b)}", "3, 5"),
+    ("$(y_1 = \\boxed{3})$ and $(y_2 = \\boxed{5})$", "3, 5"),
+    ("k = \\boxed{45}, n = \\boxed{2}", "45, 2"),
+    ("\\boxed{12}, so x = \\boxed{9}", "9"),
+    ("\\boxed{12} and hence \\boxed{9}", "9"),
     # the fallback takes the math of a sentence, not the sentence
     ("Final Answer: The largest $n$ is 34.", "34"),
     ("Answer: The smallest value is $\\frac{1}{2}$. I hope", "\\frac{1}{2}"),
@@ -207,6 +264,13 @@ EXTRACTION = [
     ("Answer: $x$ is $5$.", "5"),
     ("Final Answer: The value of $3.5x$ is 7. It is correct.", "7"),
     ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),
+    # the math inside \\(..\\) and \\[..\\] too (issue 29)
+    ("The final answer is $10,455$.", "10,455"),
+    ("The final answer is \\((-6, 10)\\).", "(-6, 10)"),
+    ("The final answer is \\(10,455\\). I hope it is correct.", "10,455"),
+    ("The final answer is \\[ \\frac{3}{4} \\]", "\\frac{3}{4}"),
+    ("Final Answer: The largest \\(n\\) is \\(34\\).", "34"),
+    ("Therefore, the final answer is: $5$", "5"),
 ]
 
 
