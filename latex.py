@@ -27,7 +27,7 @@ MAX_DEPTH = 60          # nesting of brackets / recursive parser calls
 MAX_NUM_DIGITS = 200    # characters of one number literal
 MAX_BITS = 1 << 15      # largest rational (numerator or denominator) a power may produce, in bits (~9,900 digits)
 MAX_EXP = 1000          # largest |exponent| on a non-rational base, largest n in n! and \binom{n}{k}
-MAX_DEGREE = 20         # largest |exponent| in a relation solved for its set of numbers (x^{999} > 2 is refused)
+MAX_DEGREE = 20         # largest sum of |exponents| in a relation solved for its set of numbers (x^{999} > 2: refused)
 
 
 class ParseError(ValueError):
@@ -418,9 +418,9 @@ _ALGEBRAIC = (sympy.Add, sympy.Mul, sympy.Pow, sympy.Abs, sympy.Symbol, sympy.Nu
 
 def solution_set(v):
     """An interval, a union or a relation in one variable -> the sympy set of real numbers it describes:
-    -x > -1 -> (-oo, 1), 1 ≤ |z| ≤ 3/2 -> [-3/2, -1] ∪ [1, 3/2]. Relations built from + - * / powers and |..| only
-    (sympy's solver is wrong on periodic functions: sin(x) > 0 is not (0, pi)), powers x^n with |n| <= MAX_DEGREE
-    and c^x with c > 0, a chain of at most three sides.
+    -x > -1 -> (-oo, 1), 1 ≤ |z| ≤ 3/2 -> [-3/2, -1] ∪ [1, 3/2]. Only relations built from + - * /, |..|, powers
+    x^n (the |n| adding up to at most MAX_DEGREE) and c^{ax+b} (c > 0, small a and b), a chain of at most three
+    sides: sympy's solver is wrong on periodic functions (sin x > 0 is not (0, pi)) and slow on high degrees.
     ParseError for anything else. Runs in reward.py's time-limited worker."""
     if v[0] == "union":
         return sympy.Union(*[solution_set(x) for x in v[1]])
@@ -435,8 +435,8 @@ def solution_set(v):
     symbols = set().union(*(e.free_symbols for e in sides))
     nodes = [a for e in sides for a in sympy.preorder_traversal(e)]
     if len(symbols) != 1 or any(not isinstance(a, _ALGEBRAIC) for a in nodes) \
-            or any(a.is_Pow and not (a.exp.is_Rational and abs(a.exp) <= MAX_DEGREE or a.base.is_positive)
-                   for a in nodes):
+            or sum(abs(a.exp) for a in nodes if a.is_Pow and a.exp.is_Rational) > MAX_DEGREE \
+            or any(a.is_Pow and not (a.exp.is_Rational or a.base.is_positive and _small(a.exp)) for a in nodes):
         raise ParseError("not a relation in one variable of low degree")
     var, x = symbols.pop(), sympy.Dummy("x", real=True)
     sides = [e.subs(var, x) for e in sides]
@@ -448,6 +448,11 @@ def solution_set(v):
             raise ParseError("not solved")
         result = result.intersect(part)
     return result
+
+
+def _small(e):
+    """No power in e and every number in it at most MAX_DEGREE: the exponent of 2^{3x+1}, not of 10^{10^{10} x}."""
+    return not e.has(sympy.Pow) and all(abs(a) <= MAX_DEGREE for a in sympy.preorder_traversal(e) if a.is_Number)
 
 
 def _set(values):
@@ -699,8 +704,9 @@ class _Parser:
                     self.take("op", "=")
                     limits["_"] = self.expr()
                     self.take("op", "}")
-            if len(limits) != 2:
-                raise ParseError("a sum needs both limits")
+            span = limits["^"] - limits["_"] if len(limits) == 2 else None
+            if span is None or (span.is_number and not (span.is_Integer and -1 <= span <= MAX_EXP)):
+                raise ParseError("a sum needs both limits, at most MAX_EXP terms apart when they are numbers")
             self.bound.append(var)  # the index is a variable in the body, even i or e
             body = self.term()
             self.bound.pop()

@@ -448,6 +448,23 @@ HOSTILE = [
     "(x,y) = " * 100 + "(1,2)",
     "f(" * 300 + "x" + ")" * 300 + " = 1",
     "\\left[\\begin{array}{" + "c" * 500 + "}" + "1 & " * 499 + "1\\end{array}\\right]",
+    # issue 29: ASCII relations and \\approx, solution sets, ratios, assignments, matrix arithmetic, sums, boxes, \\(..\\)
+    ">=" * 2000, "x != " * 300 + "1", "x \\approx " * 300 + "1", "≈" * 3000,
+    "x^{10^{10}} > 2", "x^{999} - 3x + 1 > 0", "10^{10^{10} x} > 1", "2^{2^{2^{2^{x}}}} > 5", "|" * 5000,
+    "|x" * 400 + "|" * 400, "1 \\le |" * 100 + "z" + "|" * 100 + " \\le 2", "(x+1)^{20} (x-1)^{20} (x-2)^{20} > 0",
+    "-x" + " > -x" * 300, "0 < f(x) < " * 100 + "1", "1 : " * 3000 + "1", "S_{A} : " * 300 + "S = 1 : 2",
+    "p = 1, q = 2, " * 150 + "p = 1", ", ".join(f"a_{{{i}}} = {i}" for i in range(300)),
+    " + ".join(["\\begin{pmatrix} x & y \\\\ z & w \\end{pmatrix}"] * 8),
+    " ".join(["\\begin{pmatrix} x & y \\\\ z & w \\end{pmatrix}"] * 8),
+    " + ".join(["\\begin{pmatrix} 1 \\end{pmatrix}"] * 9),
+    "\\begin{pmatrix}" + " \\\\ ".join([" & ".join("x" * 10)] * 10) + "\\end{pmatrix}^{20}",
+    "\\begin{pmatrix}" + "1 & " * 40 + "1\\end{pmatrix} + \\begin{pmatrix}1\\end{pmatrix}",
+    "\\begin{pmatrix} 1 \\end{pmatrix}^{10^{10}}", "2\\begin{pmatrix} 1 & \\begin{pmatrix} 2 \\end{pmatrix} \\end{pmatrix}",
+    "\\sum_{k=1}^{10^{10}} k^k", "\\prod_{k=1}^{10^{10}} k", "\\sum_{k=1}^{10^{5}} \\sin(k)",
+    "\\sum_{k=1}^{n}" * 100 + " k", "2^{\\sum_{k=1}^{10^{9}} k}", "\\sum_{k=1}^{\\sum_{j=1}^{10^{9}} j} k",
+    "\\sum_{i=1}^{10^{10}} i^{i^{i}} < x < 3", "\\sum_{k=1}" * 500,
+    "\\boxed{1} \\text{ for part (a) and } " * 2000, "The final answer is \\(" * 3000,
+    "The final answer is \\[" + "(" * 5000, "The final answer is $" + "1," * 5000 + "$.",
 ]
 HOSTILE_GOLDS = ["5", "\\frac{1}{2}", "x^2+1", "(1,2)", "\\text{east}"]
 
