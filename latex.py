@@ -279,6 +279,30 @@ def value_tree(s, depth=0):
     return ("expr", s)
 
 
+def vector(v):
+    """A one-row or one-column matrix as the ordered tuple of its entries; a (..) tuple itself; else None."""
+    if v[0] == "seq":
+        return v if v[1:3] == ("(", ")") else None
+    rows = v[1]
+    return ("seq", "(", ")", [x for row in rows for x in row]) if len(rows) == 1 or len(rows[0]) == 1 else None
+
+
+def in_order(v):
+    """The values of an assignment, a bare list or a (..) tuple in the order written; [] for anything else."""
+    if v[0] == "seq":
+        return v[3] if v[1:3] == ("(", ")") else []
+    return {"assign": v[2:3], "set": v[1:2]}.get(v[0], [[]])[0]
+
+
+def base_digits(v):
+    """(digits, base) of 52_8; (digits, None) of a plain integer; (None, None) of anything else."""
+    if v[0] == "base":
+        return v[1], v[2]
+    if v[0] == "expr" and re.fullmatch(r"[0-9]+", v[1].strip()):
+        return v[1].strip().lstrip("0") or "0", None
+    return None, None
+
+
 def quotient(v):
     """A two-term ratio a : b as the expression a / b; anything else unchanged."""
     if v[0] == "seq" and v[1] == ":" and len(v[3]) == 2 and all(x[0] == "expr" for x in v[3]):
@@ -554,7 +578,8 @@ class _Parser:
         expr   := term (('+' | '-') term)*
         term   := ('+' | '-')* factor ((op factor) | factor)*        op in * \\cdot \\times / \\div; no op = implicit
         factor := atom ('^' arg)* '!'*
-        atom   := number | letter ['_' arg] | \\pi | \\infty | greek | '(' expr ')' | '[' expr ']' | '{' expr '}' | '|' expr '|'
+        atom   := number | letter ['_' arg] | \\pi | \\infty | greek | '(' expr ')' | '[' expr ']' | '{' expr '}'
+                | '|' expr '|'
                 | \\frac arg arg | \\sqrt ['[' expr ']'] arg | \\binom arg arg | func ['^' arg] ['_' arg] (group | factor+)
                 | (\\sum | \\prod) '_' '{' letter '=' expr '}' '^' arg term    (limits in either order; unevaluated)
                 | \\mtxA .. \\mtxH    (a matrix placeholder, only in matrix expressions: a non-commuting symbol)

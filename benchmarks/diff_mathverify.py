@@ -235,10 +235,9 @@ def _issue29_variants(g):
         less = " \\\\ ".join(" & ".join(f"{c} - 1" for c in r) for r in rows)
         add("matrix arithmetic", f"\\frac{{1}}{{2}} \\begin{{pmatrix}} {doubled} \\end{{pmatrix}}", True)
         add("matrix arithmetic", f"\\frac{{1}}{{3}} \\begin{{pmatrix}} {doubled} \\end{{pmatrix}}", False)
-        add("matrix arithmetic", f"\\begin{{pmatrix}} {less} \\end{{pmatrix}} + \\begin{{pmatrix}} {ones} \\end{{pmatrix}}",
-            True)
-        add("matrix arithmetic", f"\\begin{{pmatrix}} {less} \\end{{pmatrix}} - \\begin{{pmatrix}} {ones} \\end{{pmatrix}}",
-            False)
+        for sign, expected in (("+", True), ("-", False)):
+            add("matrix arithmetic", f"\\begin{{pmatrix}} {less} \\end{{pmatrix}} {sign} "
+                f"\\begin{{pmatrix}} {ones} \\end{{pmatrix}}", expected)
     return out
 
 

@@ -16,6 +16,11 @@ from reward import extract_answer, is_equiv, math_reward
 
 MATRIX_2X2 = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
 
+
+def pm(*rows):
+    return "\\begin{pmatrix} " + " \\\\ ".join(rows) + " \\end{pmatrix}"
+
+
 # (gold, prediction, expected)
 PAIRS = [
     # integers: leading zeros, thousands separators, trailing .0
@@ -153,7 +158,8 @@ PAIRS = [
     ("x < 1", "-x > -1", True), ("x > 1", "-x > -1", False), ("(-\\infty, 1)", "-x > -1", True),
     ("(-\\infty, 1]", "-x > -1", False), ("x \\le 1", "-x \\ge -1", True), ("(0, 1)", "0 < f(x) < 1", True),
     ("[0, 1)", "0 < f(x) < 1", False), ("[-\\frac32, -1] \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", True),
-    ("[-\\frac32, -1) \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", False), ("[1, \\frac32]", "1 \\le |z| \\le 3/2", False),
+    ("[-\\frac32, -1) \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", False),
+    ("[1, \\frac32]", "1 \\le |z| \\le 3/2", False),
     ("(-2, 2)", "x^2 < 4", True), ("[-2, 2]", "x^2 < 4", False), ("(-\\infty, -2) \\cup (2, \\infty)", "|x| > 2", True),
     ("(-\\infty, -2] \\cup (2, \\infty)", "|x| > 2", False), ("x \\ne 2", "x^2 - 4x + 4 > 0", True),
     ("(\\frac12, \\frac52)", "1 < 2x < 5", True), ("(-\\infty, 0) \\cup (1, \\infty)", "\\frac1x < 1", True),
@@ -171,16 +177,15 @@ PAIRS = [
     ("k = 45, n = 2", "(k, n) = (45, 2)", True), ("k = 45, n = 2", "45", False), ("x_1 = 3, x_2 = 5", "5, 3", True),
     ("x_1 = 3, \\quad x_2 = 5", "3, 5", True), ("x_1 = 3, x_2 = 5", "3, 4", False),
     # matrix arithmetic against its value
-    ("\\begin{pmatrix} 2 & 2 \\\\ 3 & 5 \\end{pmatrix}", MATRIX_2X2 + " + \\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", True),
-    ("\\begin{pmatrix} 2 & 2 \\\\ 3 & 4 \\end{pmatrix}", MATRIX_2X2 + " + \\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", False),
-    ("\\begin{pmatrix} 2 & 1 \\\\ 4 & 3 \\end{pmatrix}", MATRIX_2X2 + "\\begin{pmatrix} 0 & 1 \\\\ 1 & 0 \\end{pmatrix}", True),
-    ("\\begin{pmatrix} 3 & 4 \\\\ 1 & 2 \\end{pmatrix}", MATRIX_2X2 + "\\begin{pmatrix} 0 & 1 \\\\ 1 & 0 \\end{pmatrix}", False),
-    ("\\begin{pmatrix} 3/5 & 4/5 \\\\ 4/5 & -3/5 \\end{pmatrix}", "\\frac15 \\begin{pmatrix} 3 & 4 \\\\ 4 & -3 \\end{pmatrix}", True),
-    ("\\begin{pmatrix} 3/5 & 4/5 \\\\ 4/5 & 3/5 \\end{pmatrix}", "\\frac15 \\begin{pmatrix} 3 & 4 \\\\ 4 & -3 \\end{pmatrix}", False),
-    ("\\begin{pmatrix} 7 & 10 \\\\ 15 & 22 \\end{pmatrix}", MATRIX_2X2 + "^2", True),
+    (pm("2 & 2", "3 & 5"), f"{MATRIX_2X2} + {pm('1 & 0', '0 & 1')}", True),
+    (pm("2 & 2", "3 & 4"), f"{MATRIX_2X2} + {pm('1 & 0', '0 & 1')}", False),
+    (pm("2 & 1", "4 & 3"), MATRIX_2X2 + pm("0 & 1", "1 & 0"), True),
+    (pm("3 & 4", "1 & 2"), MATRIX_2X2 + pm("0 & 1", "1 & 0"), False),
+    (pm("3/5 & 4/5", "4/5 & -3/5"), "\\frac15 " + pm("3 & 4", "4 & -3"), True),
+    (pm("3/5 & 4/5", "4/5 & 3/5"), "\\frac15 " + pm("3 & 4", "4 & -3"), False),
+    (pm("7 & 10", "15 & 22"), MATRIX_2X2 + "^2", True),
     (MATRIX_2X2, "2" + MATRIX_2X2 + " - " + MATRIX_2X2, True), (MATRIX_2X2, MATRIX_2X2 + " + " + MATRIX_2X2, False),
-    ("\\begin{pmatrix} 3 \\\\ 7 \\end{pmatrix}", MATRIX_2X2 + "\\begin{pmatrix} 1 \\\\ 1 \\end{pmatrix}", True),
-    ("11", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix} \\begin{pmatrix} 3 \\\\ 4 \\end{pmatrix}", False),
+    (pm("3", "7"), MATRIX_2X2 + pm("1", "1"), True), ("11", pm("1", "2") + pm("3", "4"), False),
     # sums and products: equal up to the order of factors, or to their closed form
     ("\\frac{n(n+1)}{2}", "\\sum_{k=1}^{n} k", True), ("\\frac{n(n-1)}{2}", "\\sum_{k=1}^{n} k", False),
     ("\\sum_{k=1}^{n} \\frac{1}{k(k+1)}", "\\sum_{k=1}^{n} \\frac{1}{(k+1)k}", True),
@@ -448,7 +453,7 @@ HOSTILE = [
     "(x,y) = " * 100 + "(1,2)",
     "f(" * 300 + "x" + ")" * 300 + " = 1",
     "\\left[\\begin{array}{" + "c" * 500 + "}" + "1 & " * 499 + "1\\end{array}\\right]",
-    # issue 29: ASCII relations and \\approx, solution sets, ratios, assignments, matrix arithmetic, sums, boxes, \\(..\\)
+    # issue 29: ASCII relations, \\approx, solution sets, ratios, assignments, matrices, sums, boxes, \\(..\\)
     ">=" * 2000, "x != " * 300 + "1", "x \\approx " * 300 + "1", "≈" * 3000,
     "x^{10^{10}} > 2", "x^{999} - 3x + 1 > 0", "10^{10^{10} x} > 1", "2^{2^{2^{2^{x}}}} > 5", "|" * 5000,
     "|x" * 400 + "|" * 400, "1 \\le |" * 100 + "z" + "|" * 100 + " \\le 2", "(x+1)^{20} (x-1)^{20} (x-2)^{20} > 0",
@@ -459,7 +464,7 @@ HOSTILE = [
     " + ".join(["\\begin{pmatrix} 1 \\end{pmatrix}"] * 9),
     "\\begin{pmatrix}" + " \\\\ ".join([" & ".join("x" * 10)] * 10) + "\\end{pmatrix}^{20}",
     "\\begin{pmatrix}" + "1 & " * 40 + "1\\end{pmatrix} + \\begin{pmatrix}1\\end{pmatrix}",
-    "\\begin{pmatrix} 1 \\end{pmatrix}^{10^{10}}", "2\\begin{pmatrix} 1 & \\begin{pmatrix} 2 \\end{pmatrix} \\end{pmatrix}",
+    "\\begin{pmatrix} 1 \\end{pmatrix}^{10^{10}}", "2" + pm("1 & " + pm("2")),
     "\\sum_{k=1}^{10^{10}} k^k", "\\prod_{k=1}^{10^{10}} k", "\\sum_{k=1}^{10^{5}} \\sin(k)",
     "\\sum_{k=1}^{n}" * 100 + " k", "2^{\\sum_{k=1}^{10^{9}} k}", "\\sum_{k=1}^{\\sum_{j=1}^{10^{9}} j} k",
     "\\sum_{i=1}^{10^{10}} i^{i^{i}} < x < 3", "\\sum_{k=1}" * 500,
