@@ -154,8 +154,8 @@ def variants(gold):
             add("inequality", f"x \\in {g}", True)
             add("near miss", f"{lo} {LE if o == '(' else '<'} x {rel[c]} {hi}", False)
         if a < b and o + c in ("()", "[]"):
-            add("solution set", f"|2x - {a + b}| {rel[o]} {b - a}", True)
-            add("solution set", f"|2x - {a + b}| {LE if o == '(' else '<'} {b - a}", False)
+            add("solution set", f"|2x - ({a + b})| {rel[o]} {b - a}", True)
+            add("solution set", f"|2x - ({a + b})| {LE if o == '(' else '<'} {b - a}", False)
         if a != b and o + c == "()":  # two unknowns with distinct names: the ordered tuple
             add("assignment", f"p = {a}, q = {b}", True)
             add("assignment", f"p = {b}, q = {a}", False)

@@ -301,6 +301,20 @@ MATH_VERIFY_CASES = [
     ("(15,-29)", "\\boxed{[15, -29]}", 0.0, True, "a point is not an (empty) closed interval"),
     ("1 \\pm \\sqrt{19}", "\\boxed{AB = 1 \\pm \\sqrt{19}}", 1.0, False, "a labelled answer is its value"),
     ("x=5", "\\boxed{2(x) = 2(5)}", 1.0, False, "the same equation times 2"),
+    # issue 29
+    ("7:32", "\\boxed{14:64}", 0.0, True, "ratios compare term by term (10:30 is no 1:3 as a time)"),
+    ("k = 45, n = 2", "\\boxed{2, 45}", 0.0, True, "distinct unknowns k, n: the ordered tuple (45, 2)"),
+    ("x = 1, y = 2", "\\boxed{2, 1}", 0.0, True, "distinct unknowns x, y: the ordered tuple (1, 2)"),
+    ("(-\\infty, 1)", "\\boxed{-x > -1}", 1.0, False, "the same set of real numbers"),
+    ("x < 3", "\\boxed{2x < 6}", 1.0, False, "the same set of real numbers"),
+    ("[-\\frac32,-1] \\cup [1,\\frac32]", "\\boxed{1 \\le |z| \\le \\frac32}", 1.0, False,
+     "the same set of real numbers"),
+    ("(0,1)", "\\boxed{0 < f(x) < 1}", 1.0, False, "a bound on a function value: the interval of its values"),
+    ("[5,\\infty)", "\\boxed{x >= 5}", 1.0, False, "x >= 5 is x \\ge 5, the interval [5, oo)"),
+    ("\\sum_{k=1}^{n} 2k", "\\boxed{2\\sum_{i=1}^{n} i}", 1.0, False, "the same sum, a factor taken out"),
+    (pm("-7", "16"), "\\boxed{\\frac{1}{2} " + pm("2(-7)", "2(16)") + "}", 1.0, False, "a matrix times a number"),
+    ("1, -2", "\\boxed{1} \\text{, and then the answer is } \\boxed{-2}", 0.0, True,
+     "words other than a separator between the boxes: the last box stands alone"),
 ]
 
 
