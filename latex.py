@@ -256,7 +256,7 @@ def value_tree(s, depth=0):
         return assigned
     if len(items) > 1 or "\\pm" in s or "\\mp" in s:
         return _set([v for p in items for v in _pm_values(p, depth)])
-    approx = _split_top(s, "≈")
+    approx = _split_top(s, "≈") if "≈" in s else [s]
     if len(approx) > 1:  # the exact side is the answer: x = 1/3 ≈ 0.33 -> x = 1/3, x ≈ 11 -> x = 11
         exact = approx[0].strip()
         return ("eq", exact, approx[1].strip()) if label(exact) else value_tree(exact, depth + 1)
@@ -273,7 +273,7 @@ def value_tree(s, depth=0):
         return ("eq", sides[0].strip(), sides[1].strip())
     if len(sides) > 2:
         raise ParseError("chained equation")
-    ratio = _split_top(s, ":")
+    ratio = _split_top(s, ":") if ":" in s else [s]
     if len(ratio) > 1:  # 7 : 32, an ordered sequence (against a number: the quotient, see quotient())
         return ("seq", ":", ":", [value_tree(p, depth + 1) for p in ratio])
     return ("expr", s)
