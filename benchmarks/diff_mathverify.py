@@ -4,7 +4,9 @@
     python benchmarks/diff_mathverify.py [--mv-python /tmp/venv-mv/bin/python] [--data ../shared/data]
 
 From every MATH-500, AIME24/25 and AMC23 gold answer it generates answer variants -- re-spellings, reorderings,
-labelled forms, inequalities, several boxes, near misses, and the equal variants of another problem's answer -- each
+labelled forms, inequalities, several boxes, near misses, and the equal variants of another problem's answer; since
+issue 29 also \\approx, ASCII relations, relations by their solution set, boxes joined by prose, ratios,
+assignments, matrix arithmetic, the \\(..\\) fallback and sums, each with its adversarial near miss -- each
 with the verdict it has by construction where the rewrite decides it (None where it does not), wraps each in a
 completion, and scores it twice: with reward.math_reward in this process, and with Math-Verify's verify(parse(gold),
 parse(completion)) in a subprocess of the venv's python that reads JSON lines (this same file, run with --oracle).
