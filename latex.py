@@ -1,21 +1,28 @@
 """The whitelist LaTeX parser behind reward.py. A reader of the RL loop may skip this module.
 
 What it does: it turns one final answer into a normalised string and a value tree (lists, tuples, intervals,
-relations, equations, matrices, bases) whose expressions become sympy objects, built token by token.
+relations, equations, assignments, ratios, matrices and matrix expressions, bases) whose expressions become sympy
+objects, built token by token.
 Why it exists: model output is untrusted, so it never reaches eval/exec/sympify/parse_expr: a whitelist tokenizer
 and a small recursive-descent parser build sympy objects directly (sympy.Integer, Rational, Symbol, sqrt, sin, ...),
 and anything outside the whitelist or the bounds raises ParseError, which reward.py reads as "equal to nothing".
 
 The bounds hold *before* sympy evaluates anything: answer length, nesting depth, the digits of a number literal,
 and the size of a power (9^{9^{9^9}} or (10^{10})! are refused by estimating the result's bit length from the
-operands). reward.py states the rules of equality and runs the symbolic comparisons in a time-limited worker.
+operands), sums and products with numeric limits have at most MAX_EXP terms. reward.py states the rules of
+equality and runs the symbolic comparisons in a time-limited worker, where the builders below that solve or
+evaluate (solution_set, matrix_value) run; a sum from to_sympy stays unevaluated until the worker asks for it.
 
     clean(answer)      -> (cleaned string, is_word)   cosmetics dropped (one spelling table), \\text{..} unwrapped
     value_tree(clean)  -> ("expr", src) | ("eq", lhs, rhs) | ("seq", open, close, [values]) | ("set", [values])
                           | ("union", [values]) | ("rel", ops, [values]) | ("matrix", [[value]])
-                          | ("base", digits, base)
+                          | ("base", digits, base) | ("assign", names, [values]) | ("matexpr", skeleton, grids)
+                          (a ratio a : b is ("seq", ":", ":", [values]))
     to_sympy(src)      -> a sympy expression of the whitelisted LaTeX src
     label(lhs)         -> the left side of an equation without spaces when it is a name (x, f(x), AB), else None
+    solution_set(tree) -> the sympy set of reals an interval, union or one-variable relation describes (worker)
+    matrix_form(tree), matrix_value(form) -> a matrix (expression) as (skeleton, grids), and its value (worker)
+    quotient, vector, in_order, base_digits -> views of a tree that reward.py compares
 """
 import re
 from functools import lru_cache
@@ -162,7 +169,8 @@ def label(lhs):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Structure: cleaned string -> value tree of ("expr", src) | ("eq", lhs, rhs) | ("seq", open, close, [values]) |
-# ("set", [values]) | ("union", [values]) | ("rel", ops, [values]) | ("matrix", [[src]]) | ("base", digits, base)
+# ("set", [values]) | ("union", [values]) | ("rel", ops, [values]) | ("matrix", [[src]]) | ("base", digits, base) |
+# ("assign", names, [values]) | ("matexpr", skeleton, grids)
 # ---------------------------------------------------------------------------------------------------------------
 
 def _split_top(s, *seps, keep=False):
