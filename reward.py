@@ -8,59 +8,53 @@ Top to bottom: extract -> normalise -> compare -> reward. The reward decides wha
 negative hides a correct answer, a false positive teaches the model to cheat. Model output is untrusted input, so
 it never reaches eval/exec/sympify/parse_expr: latex.py (a whitelist parser; a reader may skip it) builds sympy
 objects directly, bounds sizes before sympy evaluates anything, and answers "not equal" to anything outside the
-whitelist. Symbolic simplification runs in a persistent worker process that is killed and restarted when it
-exceeds the time limit, so a call never takes much more than TIME_LIMIT seconds. is_equiv and math_reward never
-raise. Where and why these rules differ from Math-Verify's: docs/verifier.md, and tests/test_reward.py.
+whitelist. Symbolic work (simplification, solving inequalities, matrix arithmetic, sums) runs in a persistent
+worker process that is killed and restarted when it exceeds the time limit, so a call never takes much more than
+TIME_LIMIT seconds. is_equiv and math_reward never raise. The rulebook with examples, and where and why it
+differs from Math-Verify's: docs/verifier.md; every rule has labelled cases in tests/test_reward.py.
 
 Extraction (extract_answer)
-    The content of the last \\boxed{...} or \\fbox{...} with nested braces balanced (\\{ and \\} do not count);
-    also \\boxed 5. An empty or unclosed last box (a truncated completion) is no answer: None. Boxes joined by
-    nothing but ",", ";", "and", "or" form one answer list (\\boxed{1} and \\boxed{2} -> "1, 2"); a last box
-    after other words stands alone (earlier boxes were intermediate results). Without any box the fallback is the
-    last "final answer is X" or Minerva-style "Answer: X" (X = the $...$ right after it, else the rest of the line
-    up to ". "; of a sentence only what follows its first " is " or " are ": "The largest $n$ is 34." -> 34);
-    otherwise None. There is no format bonus: the reward is 1.0 or 0.0.
+    The content of the last \\boxed{...} or \\fbox{...} (nested braces balanced; \\{ \\} do not count), or
+    \\boxed 5. An empty or unclosed last box (a truncated completion) is no answer: None. Earlier boxes join the
+    last into one answer list when only a separator (",", ";", "and", "or") stands between them, possibly after
+    "for part (a)" and before a name "y_2 =", once spacing, $, parentheses and \\text{..} are dropped
+    (\\boxed{3} \\text{ for part (a) and } \\boxed{5} -> "3, 5"); a last box after other words stands alone
+    (earlier boxes were intermediate results). Without any box: the last "final answer is X" or "Answer: X", X
+    the $..$, \\(..\\) or \\[..\\] right after it, else the rest of the line up to ". " (of a sentence only what
+    follows its first " is "/" are ": "The largest $n$ is 34." -> 34); otherwise None. No format bonus.
 
 Equality rules (is_equiv), tried in this order: normalised strings equal -> exact rational comparison -> sympy
-    - Cosmetics are ignored: $, \\left/\\right, spacing commands, \\dfrac/\\tfrac/\\cfrac (= \\frac), \\displaystyle,
-      \\text{..}/\\textnormal{..}/\\mbox{..}/\\mathrm{..} wrappers, a trailing period (the table latex._SPELLING).
-    - Numbers are exact rationals: 025 = 25, 1,000 = 1{,}000 = 1000 (whole answer only, groups of three digits),
-      5.0 = 5, 0.5 = 1/2 = \\frac12 = 1/2; 0.333 != 1/3 (a decimal equals a fraction only when exactly equal).
-      "1\\frac{4}{5}" (an integer then a fraction of integer literals) is the mixed number 9/5.
-    - Degrees, percent and units are dropped: 90^\\circ = 90, 50\\% = 50, "5.4 \\text{ cents}" = 5.4 (a trailing
-      \\text{..} of words, or trailing plain words after a space, with an optional ^2/^3); so 50\\% != 0.5.
-    - Expressions: \\sqrt, \\sqrt[n], \\pi, e (Euler's number), i (imaginary unit), powers, \\cdot, \\times, /,
-      implicit multiplication (3\\sqrt{13}, 2x, (a+5)(b+2)), !, \\binom, trig/log functions, single-letter
-      variables (case-sensitive: R != r) and Greek letters. Two expressions are equal when sympy proves
-      a - b == 0 (expand, then simplify) within the time limit. Constants that agree to 30 digits also count as
-      equal unless one of them is a rational number (then only a proof counts, so 0.3333333333 != 1/3).
-    - A labelled answer is its value: "x = 5" = 5, "(p,q) = (3,2)" = (3,2), "f(x) = x^2" = x^2, "AB = 4",
-      "|AB| = 1", "\\frac{NO}{BO} = \\frac13", "\\angle ABC = 30" -- a left side that is a letter (a_1), a tuple of
-      letters, f(x) or f(3), a run of letters, |AB|, \\frac of letter runs, \\angle or \\overline of letters (the
-      table latex._LABEL), against a non-equation or the same label. "2x = 4" is an equation, not a label: != 4; so is
-      "|x| = 3" (x = -3 too).
-      "x \\in [a,b]" = [a,b]. Other equations are equal when (lhs1 - rhs1) / (lhs2 - rhs2) is a non-zero
-      constant (y = 2x+3 = 2x - y = -3).
-    - Inequalities (\\le \\leq \\ge \\geq < > \\neq, chains) that bound one letter are intervals (the letter is
-      the middle of a chain, or the one side that is a single letter):
-      -2 \\le x \\le 7 = x \\in [-2,7] = [-2,7], 0 < x < 1 = (0,1), x > 3 = (3,\\infty),
-      x \\neq 2 = (-\\infty,2) \\cup (2,\\infty); x \\le 5 != x < 5. A chain with lower > upper (8 < x < -2) is
-      empty and no interval. "x < -2 or x > 7" is the union of two intervals. Other relations compare side by
-      side with the same operators (a > b is b < a).
-    - Parenthesised/bracketed sequences are ordered: (1,2) != (2,1), and the brackets must match, which also makes
-      intervals work: [1,2) != [1,2], (-\\infty, 2) = (-\\infty,2). A union of intervals (\\cup) is unordered.
-      A bare list "3, 5, 7", a set \\{3,5,7\\} or {3,5,7} are unordered answer lists, and a repeat adds nothing:
-      7,5,3 = \\{3,5,7\\} = 3,5,7,7; but a bare list is not a tuple: "1,2" != "(1,2)". ";", " or " and " and "
-      separate answers like "," ((0;0;0) = (0,0,0), "3 or 5" = 3,5), except "and" between inequalities (an
-      intersection). A one-element set or list equals its element.
-    - \\pm expands into two answers: 1 \\pm \\sqrt{19} = "1+\\sqrt{19}, 1-\\sqrt{19}" (a bare, unordered list).
-    - Matrices (pmatrix, bmatrix, an array in brackets) compare elementwise with the same shape; a one-column or
-      one-row matrix also equals the ordered tuple of its entries.
-    - Base subscripts: 52_8 = 52_{8} = 52 (the digits; the question asked for base 8), but 52_8 != 52_9 and
-      52_8 != 42.
-    - Words compare case-insensitively on letters and digits only: \\text{Evelyn} = evelyn, \\text{(B)} = B.
-      An answer is a word when it is a whole \\text{..} containing a letter and no digit, or plain text with a run
-      of two or more letters and nothing but letters, spaces and ( ) , . ' -.
+    - Cosmetics are ignored: $, \\left/\\right, spacing, \\dfrac/\\tfrac/\\cfrac, \\displaystyle, \\text{..}-like
+      wrappers, a trailing period; >= <= != are \\ge \\le \\ne (one table, latex._SPELLING).
+    - Numbers are exact rationals: 025 = 25, 1,000 = 1{,}000 = 1000 (whole answer, groups of three digits),
+      5.0 = 5, 0.5 = \\frac12 = 1/2, 0.333 != 1/3; 1\\frac{4}{5} is the mixed number 9/5.
+    - Degrees, percent and units are dropped: 90^\\circ = 90, 50\\% = 50 (!= 0.5), "5.4 \\text{ cents}" = 5.4.
+    - Expressions (\\sqrt, \\pi, e, i, powers, products, !, \\binom, trig/log, |..|, \\sum/\\prod, case-sensitive
+      letters, Greek) are equal when sympy proves a - b == 0 (sums by their closed forms) in the time limit;
+      constants equal to 30 digits count unless one is rational (0.3333333333 != 1/3).
+    - An approximation is not the answer: in "x = \\frac13 \\approx 0.33" the exact side counts, "x \\approx 11"
+      is x = 11.
+    - A labelled answer is its value: x = 5, (p,q) = (3,2), f(x) = x^2, AB = 4, |AB| = 1, \\frac{NO}{BO} = ..,
+      \\angle ABC = 30, S_{ABC} : S = 7 : 32 (latex._LABEL), against a non-equation or the same label. 2x = 4
+      and |x| = 3 are equations, not labels. Equations are equal when (l1 - r1) / (l2 - r2) is a non-zero constant.
+    - Assignments to distinct unknowns are an ordered tuple: "k = 45, n = 2" = (45, 2) = "45, 2" = "n = 2,
+      k = 45" != "2, 45"; a repeated cycle is a list of tuples: "p = 5, q = 2; p = 7, q = 2" = (5,2), (7,2).
+      x_1 = 3, x_2 = 5 (one unknown) is a list of values.
+    - Ratios a : b : .. compare term by term (7:32 != 14:64, != 32:7); a two-term ratio against a number is its
+      quotient (7:32 = \\frac{7}{32}).
+    - Inequalities that bound one letter or a function value f(x) are intervals (x > 3 = (3,\\infty), 0 < f(x)
+      < 1 = (0,1), x \\ne 2 = (-\\infty,2) \\cup (2,\\infty), "x < -2 or x > 7" a union; 8 < x < -2 is empty).
+      Other relations are equal side by side (a > b is b < a), or when they describe the same set of real numbers
+      (latex.solution_set: one variable, algebraic): -x > -1 = x < 1, 1 \\le |z| \\le 2 = [-2,-1] \\cup [1,2].
+    - (..) and [..] sequences are ordered with matching brackets (also intervals: [1,2) != [1,2]); unions are
+      unordered. A bare list, \\{..\\} or {..} is an unordered list where a repeat adds nothing; ";", "or", "and"
+      separate like "," (not "and" between inequalities); a bare list is no tuple ("1,2" != "(1,2)") and a
+      one-element list equals its element. \\pm expands into two answers.
+    - Matrices compare elementwise with the same shape; a one-row or one-column matrix also equals the tuple of
+      its entries; sums, scalar multiples, products and small powers of matrices are evaluated first.
+    - Base subscripts: 52_8 = 52_{8} = 52, != 52_9, != 42.
+    - Words compare case-insensitively on letters and digits: \\text{Evelyn} = evelyn, \\text{(B)} = B (a whole
+      \\text{..} with a letter and no digit, or plain text of letters, spaces and ( ) , . ' -).
 """
 import atexit
 import multiprocessing
@@ -73,21 +67,24 @@ from functools import lru_cache
 
 import sympy
 
-from latex import MAX_ANSWER_LEN, ParseError, braced, clean, label, to_sympy, value_tree
+from latex import (MAX_ANSWER_LEN, NAME, ParseError, base_digits, braced, clean, in_order, label, matrix_form,
+                   matrix_value, quotient, solution_set, to_sympy, value_tree, vector)
 
 TIME_LIMIT = 0.8        # seconds: the budget of one is_equiv call for symbolic work (worker round trips included)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Extract: the final answer of a completion
-# ---------------------------------------------------------------------------------------------------------------
+# --- Extract: the final answer of a completion -----------------------------------------------------------------
 
 _BOX = re.compile(r"\\(?:boxed|fbox)")
-_FALLBACK = re.compile(r"(?i)(?:final answer is|answer\s*:)[ \t]*")
+_FALLBACK = re.compile(r"(?i)(?:final answer is:?|answer\s*:)[ \t]*")
 # the subject of a sentence up to its first " is " / " are ": $..$ spans, or characters other than a newline or
 # a full stop that ends the sentence
 _SUBJECT = re.compile(r"(?:\$[^$]*\$|[^$\n.]|\.(?=\S))*?\s(?:is|are)\s+")
-_BOX_JOIN = re.compile(r"[\s$]*(?:,|;|,?\s*\b(?:and|or)\b)[\s$]*")
+# what may stand between the boxes of one answer, once spacing, $, \\( \\), parentheses and \\text{..} wrappers
+# are gone: a separator, after "for part (a)" and before "y_2 =" ("\\boxed{3} \\text{ for part (a) and } \\boxed{5}")
+_BOX_PROSE = re.compile(r"\\text\s*\{|\\(?:quad|qquad|[,;:! ()\[\]])|[\s$(){}~]+")
+_BOX_JOIN = re.compile(rf"(?i)(?:(?:for|in)\s*(?:part\s*)?\w{{1,3}}\s*)?(?:,|;|,?\s*\b(?:and|or)\b)\s*,?\s*"
+                       rf"(?:{NAME}\s*=)?")
 
 
 def _box_content(text, m):
@@ -116,7 +113,7 @@ def extract_answer(text):
         parts, later = [answer], boxes[-1].start()
         for m in reversed(boxes[:-1]):
             content, end = _box_content(text, m)
-            if not content or not _BOX_JOIN.fullmatch(text, end, later):
+            if not content or not _BOX_JOIN.fullmatch(_BOX_PROSE.sub(" ", text[end:later]).strip()):
                 break
             parts.append(content)
             later = m.start()
@@ -127,18 +124,17 @@ def extract_answer(text):
     rest = text[hits[-1].end():]
     subject = _SUBJECT.match(rest)  # "Final Answer: The largest $n$ is 34." -> "34."
     rest = rest[subject.end():] if subject else rest
-    if not rest.startswith("$"):
-        rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0]
-    if rest.startswith("$"):
-        m = re.match(r"\$+((?:\\\$|[^$])*)\$", rest)  # \$ inside is a dollar sign: $\$18.90$
-        rest = m.group(1) if m else rest.strip("$")
+    # the math right after it: $..$ (\$ inside is a dollar sign: $\$18.90$), \(..\) or \[..\]; else up to ". "
+    m = re.match(r"\$+((?:\\\$|[^$])*)\$|\\\((.*?)\\\)|\\\[(.*?)\\\]", rest, re.S)
+    if m:
+        rest = next(g for g in m.groups() if g is not None)
+    else:
+        rest = re.split(r"\n|\. |\.$", rest, maxsplit=1)[0].strip("$")
     answer = rest.strip().rstrip(".").strip()
     return answer or None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Normalise: an answer -> its normalised string and value tree (latex.py)
-# ---------------------------------------------------------------------------------------------------------------
+# --- Normalise: an answer -> its normalised string and value tree (latex.py) -----------------------------------
 
 @lru_cache(maxsize=8192)
 def _parse(answer):
@@ -154,9 +150,7 @@ def _parse(answer):
         return key, False, word, None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Compare: two value trees; expressions through sympy, proofs in the worker
-# ---------------------------------------------------------------------------------------------------------------
+# --- Compare: two value trees; expressions through sympy, proofs in the worker ---------------------------------
 
 def is_equiv(pred, gold):
     """True when pred and gold are the same mathematical answer (rules in the module docstring). Never raises."""
@@ -192,14 +186,29 @@ def _equal(p, g, deadline):
         return _equal(value_tree(p[2]), g if kg != "eq" else value_tree(g[2]), deadline)  # x = 5 against 5
     if lg and kp != "eq":
         return _equal(p, value_tree(g[2]), deadline)
+    if "assign" in (kp, kg):  # k = 45, n = 2: by name against the same names, else in order
+        if kp == kg and sorted(p[1]) == sorted(g[1]):
+            return all(_equal(v, g[2][g[1].index(name)], deadline) for name, v in zip(p[1], p[2]))
+        ps, gs = in_order(p), in_order(g)
+        return len(ps) == len(gs) > 1 and all(_equal(x, y, deadline) for x, y in zip(ps, gs))
+    if (kp == "seq" and p[1] == ":") != (kg == "seq" and g[1] == ":"):  # 7 : 32 against 7/32: the quotient
+        p, g = quotient(p), quotient(g)
+        kp, kg = p[0], g[0]
+    if "rel" in (kp, kg) and {kp, kg} <= {"rel", "seq", "union"}:  # -x > -1 = x < 1: the same set of numbers
+        if kp == kg and p[1] == g[1] and all(_equal(x, y, deadline) for x, y in zip(p[2], g[2])):
+            return True
+        return _ask_worker(("sets", p, g), deadline)
+    if "matexpr" in (kp, kg):  # A + B against its value
+        a, b = matrix_form(p), matrix_form(g)
+        return a is not None and b is not None and _ask_worker(("matrix", a, b), deadline)
     if (kp == "set") != (kg == "set"):  # an answer and a list of answers: {3} = 3, 3, 3 = 3
         return _same_set(p[1] if kp == "set" else [p], g[1] if kg == "set" else [g], deadline)
-    if kp == "matrix" and kg == "seq" and g[1:3] == ("(", ")"):
-        return _vector(p) is not None and _equal(_vector(p), g, deadline)
-    if kg == "matrix" and kp == "seq" and p[1:3] == ("(", ")"):
-        return _vector(g) is not None and _equal(p, _vector(g), deadline)
-    if kp == "base" or kg == "base":
-        return _base_equal(p, g)
+    if {kp, kg} == {"matrix", "seq"}:  # a one-row or one-column matrix against the tuple of its entries
+        p, g = vector(p), vector(g)
+        return p is not None and g is not None and _equal(p, g, deadline)
+    if "base" in (kp, kg):  # 52_8 = 52 (the digits), != 52_9
+        (dp, bp), (dg, bg) = base_digits(p), base_digits(g)
+        return dp is not None and dp == dg and (bp is None or bg is None or bp == bg)
     if kp != kg:
         return False
     if kp == "expr":
@@ -211,8 +220,6 @@ def _equal(p, g, deadline):
             return _ask_worker(("eq", (p[1], p[2]), (g[1], g[2])), deadline)
         except ParseError:  # (p, q) = (3, 2) against (q, p) = (2, 3): different labels, and no expressions
             return False
-    if kp == "rel":
-        return p[1] == g[1] and all(_equal(x, y, deadline) for x, y in zip(p[2], g[2]))
     if kp == "seq":
         return p[1:3] == g[1:3] and len(p[3]) == len(g[3]) and all(
             _equal(x, y, deadline) for x, y in zip(p[3], g[3]))
@@ -222,25 +229,6 @@ def _equal(p, g, deadline):
         return len(p[1]) == len(g[1]) and len(p[1][0]) == len(g[1][0]) and all(
             _equal(x, y, deadline) for rx, ry in zip(p[1], g[1]) for x, y in zip(rx, ry))
     return False
-
-
-def _vector(m):
-    """A one-row or one-column matrix as the ordered tuple of its entries; None for a full matrix."""
-    rows = m[1]
-    if len(rows) == 1 or len(rows[0]) == 1:
-        return ("seq", "(", ")", [x for row in rows for x in row])
-    return None
-
-
-def _base_equal(p, g):
-    def digits(v):
-        if v[0] == "base":
-            return v[1], v[2]
-        if v[0] == "expr" and re.fullmatch(r"[0-9]+", v[1].strip()):
-            return v[1].strip().lstrip("0") or "0", None
-        return None, None
-    (dp, bp), (dg, bg) = digits(p), digits(g)
-    return dp is not None and dp == dg and (bp is None or bg is None or bp == bg)
 
 
 def _expr_equal(a_src, b_src, deadline):
@@ -283,11 +271,14 @@ def _close(a, b, digits=30):
 
 def _symbolic_equal(a, b):
     """a == b for sympy expressions: a cheap numeric refutation first, then expand / simplify as proof."""
+    if a.has(sympy.Sum, sympy.Product) or b.has(sympy.Sum, sympy.Product):  # their closed forms, where sympy has them
+        a, b = a.doit(), b.doit()
     d = a - b
     if d == 0:
         return True
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
-    for point in _numeric_points(symbols) if symbols else [{}]:
+    # no numeric refutation of a sum that has no closed form: its limits at a random point mean nothing
+    for point in [] if d.has(sympy.Sum, sympy.Product) else _numeric_points(symbols) if symbols else [{}]:
         try:
             close = _close(a.subs(point), b.subs(point))
         except (TypeError, ValueError, ZeroDivisionError, OverflowError):
@@ -312,14 +303,18 @@ def _proportional(p, q):
     return bool(r.is_number and r != 0 and not r.has(sympy.zoo, sympy.nan))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The worker: symbolic work under a hard time limit, killed and restarted on timeout
-# ---------------------------------------------------------------------------------------------------------------
+# --- The worker: symbolic work under a hard time limit, killed and restarted on timeout ------------------------
 
 def _worker_task(task):
     op, a_src, b_src = task
     if op == "expr":
         return _symbolic_equal(to_sympy(a_src), to_sympy(b_src))
+    if op == "sets":
+        a, b = solution_set(a_src), solution_set(b_src)
+        return a == b or sympy.Complement(a, b) == sympy.Complement(b, a) == sympy.S.EmptySet
+    if op == "matrix":
+        a, b = matrix_value(a_src), matrix_value(b_src)
+        return a.shape == b.shape and all(_symbolic_equal(x, y) for x, y in zip(a, b))
     (l1, r1), (l2, r2) = a_src, b_src
     return _proportional(to_sympy(l1) - to_sympy(r1), to_sympy(l2) - to_sympy(r2))
 
@@ -383,9 +378,7 @@ def _ask_worker(task, deadline):
 atexit.register(_stop_worker)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reward
-# ---------------------------------------------------------------------------------------------------------------
+# --- Reward ----------------------------------------------------------------------------------------------------
 
 def math_reward(completion, gold):
     """1.0 when the completion's extracted final answer is equivalent to gold, else 0.0. No format bonus."""

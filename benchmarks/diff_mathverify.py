@@ -4,7 +4,9 @@
     python benchmarks/diff_mathverify.py [--mv-python /tmp/venv-mv/bin/python] [--data ../shared/data]
 
 From every MATH-500, AIME24/25 and AMC23 gold answer it generates answer variants -- re-spellings, reorderings,
-labelled forms, inequalities, several boxes, near misses, and the equal variants of another problem's answer -- each
+labelled forms, inequalities, several boxes, near misses, and the equal variants of another problem's answer; since
+issue 29 also \\approx, ASCII relations, relations by their solution set, boxes joined by prose, ratios,
+assignments, matrix arithmetic, the \\(..\\) fallback and sums, each with its adversarial near miss -- each
 with the verdict it has by construction where the rewrite decides it (None where it does not), wraps each in a
 completion, and scores it twice: with reward.math_reward in this process, and with Math-Verify's verify(parse(gold),
 parse(completion)) in a subprocess of the venv's python that reads JSON lines (this same file, run with --oracle).
@@ -71,6 +73,14 @@ def variants(gold):
         add("respell", f"\\left[\\begin{{array}}{{{cols}}}{matrix.group(1)}\\end{{array}}\\right]", True)
         first_plus_one = re.sub(r"^(\s*[^&\\]+)", r"\1+1", matrix.group(1), count=1)
         add("near miss", f"\\begin{{pmatrix}}{first_plus_one}\\end{{pmatrix}}", False)
+        rows = [[c.strip() for c in r.split("&")] for r in matrix.group(1).split("\\\\")]
+        doubled, ones, less = (" \\\\ ".join(" & ".join(f(c) for c in r) for r in rows)
+                               for f in (lambda c: f"2({c})", lambda c: "1", lambda c: f"{c} - 1"))
+        add("matrix arithmetic", f"\\frac{{1}}{{2}} \\begin{{pmatrix}} {doubled} \\end{{pmatrix}}", True)
+        add("matrix arithmetic", f"\\frac{{1}}{{3}} \\begin{{pmatrix}} {doubled} \\end{{pmatrix}}", False)
+        for sign, expected in (("+", True), ("-", False)):
+            add("matrix arithmetic", f"\\begin{{pmatrix}} {less} \\end{{pmatrix}} {sign} "
+                f"\\begin{{pmatrix}} {ones} \\end{{pmatrix}}", expected)
     if re.fullmatch(r"-?\d+", g):
         n = int(g)
         add("labelled", f"x = {g}", True)
@@ -85,10 +95,21 @@ def variants(gold):
         add("near miss", str(n + 1), False)
         add("near miss", f"x \\le {g}", False)
         add("near miss", f"x \\ge {g}", False)  # a half-line is not a number
+        add("ascii relation", f"x >= {g}", False)
+        add("approx", f"x \\approx {g}", True)
+        add("approx", f"x \\approx {n + 1}", False)
+        add("fallback \\(..\\)", None, True, completion=f"The final answer is \\({g}\\). I hope it is correct.")
+        add("fallback \\(..\\)", None, True, completion=f"The final answer is \\[ {g} \\]")
+        add("boxes in prose", None, False, completion=f"\\boxed{{{g}}} \\quad \\text{{and}} \\quad \\boxed{{{n + 1}}}")
+        add("boxes in prose", None, False, completion=f"\\boxed{{{n + 1}}} \\text{{ for part (a) and }} \\boxed{{{g}}}")
+        if 1 <= n <= 1000:
+            add("sum", f"\\sum_{{k=1}}^{{{n}}} 1", True)
+            add("sum", f"\\sum_{{k=0}}^{{{n}}} 1", False)
         if abs(n) >= 1000:
             add("respell", f"{n:,}".replace(",", "{,}"), True)
             add("respell", f"{n:,}".replace(",", ",\\!"), True)
             add("near miss", f"{n:,}".replace(",", ".", 1), False)  # a decimal point: 1.000 = 1
+            add("fallback \\(..\\)", None, True, completion=f"The final answer is ${n:,}$.")
     if g.count("=") == 1 and "," not in g:
         lhs, rhs = (x.strip() for x in g.split("="))
         add("equation", f"{rhs} = {lhs}", True)
@@ -114,16 +135,36 @@ def variants(gold):
         if "infty" in hi:
             add("inequality", f"x {'>' if o == '(' else GE} {lo}", True)
             add("near miss", f"x {GE if o == '(' else '>'} {lo}", False)
+            add("ascii relation", f"x {'>' if o == '(' else '>='} {lo}", True)
+            add("ascii relation", f"x {'>=' if o == '(' else '>'} {lo}", False)
+            add("solution set", f"-x {'<' if o == '(' else LE} -({lo})", True)
+            add("solution set", f"-x {LE if o == '(' else '<'} -({lo})", False)  # only the endpoint differs
+            add("solution set", f"x - ({lo}) {'>' if o == '(' else GE} 0", True)
         elif "infty" in lo:
             add("inequality", f"x {'<' if c == ')' else LE} {hi}", True)
             add("near miss", f"x {LE if c == ')' else '<'} {hi}", False)
-    elif interval and all(re.fullmatch(r"-?\d+", x.strip()) for x in interval.groups()[1:3]) \
-            and int(interval.group(2)) < int(interval.group(3)):  # numeric ends, lower < upper: not a point
+            add("ascii relation", f"x {'<' if c == ')' else '<='} {hi}", True)
+            add("solution set", f"2x {'<' if c == ')' else LE} 2({hi})", True)
+            add("solution set", f"-x {'>' if c == ')' else GE} -({hi})", True)
+            add("solution set", f"-x {GE if c == ')' else '>'} -({hi})", False)
+    elif interval and all(re.fullmatch(r"-?\d+", x.strip()) for x in interval.groups()[1:3]):
         o, lo, hi, c = (x.strip() for x in interval.groups())
+        a, b = int(lo), int(hi)
         rel = {"(": "<", "[": LE, ")": "<", "]": LE}
-        add("inequality", f"{lo} {rel[o]} x {rel[c]} {hi}", True)
-        add("inequality", f"x \\in {g}", True)
-        add("near miss", f"{lo} {LE if o == '(' else '<'} x {rel[c]} {hi}", False)
+        if a < b:  # lower < upper: an interval, not a point
+            add("inequality", f"{lo} {rel[o]} x {rel[c]} {hi}", True)
+            add("inequality", f"x \\in {g}", True)
+            add("near miss", f"{lo} {LE if o == '(' else '<'} x {rel[c]} {hi}", False)
+        if a < b and o + c in ("()", "[]"):
+            add("solution set", f"|2x - ({a + b})| {rel[o]} {b - a}", True)
+            add("solution set", f"|2x - ({a + b})| {LE if o == '(' else '<'} {b - a}", False)
+        if a != b and o + c == "()":  # two unknowns with distinct names: the ordered tuple
+            add("assignment", f"p = {a}, q = {b}", True)
+            add("assignment", f"p = {b}, q = {a}", False)
+    union = re.fullmatch(r"\(-\\infty,\s*(-?\d+)\)\s*\\cup\s*\((-?\d+),\s*\\infty\)", g)
+    if union and int(union.group(1)) < int(union.group(2)):
+        add("solution set", f"(x - {union.group(1)})(x - {union.group(2)}) > 0", True)
+        add("solution set", f"(x - {union.group(1)})(x - {union.group(2)}) {GE} 0", False)
     if "\\cup" in g and g.count("\\cup") == 1:
         left, right = (x.strip() for x in g.split("\\cup"))
         add("respell", f"{right} \\cup {left}", True)
@@ -141,6 +182,13 @@ def variants(gold):
         add("several boxes", None, True, completion=", ".join(f"\\boxed{{{x}}}" for x in items))
         add("near miss", ", ".join(items[:-1]), False)
         add("near miss", items[0], False)
+        add("boxes in prose", None, True,
+            completion=" \\quad \\text{and} \\quad ".join(f"\\boxed{{{x}}}" for x in items))
+        add("boxes in prose", None, True,
+            completion=" and ".join(f"$(x_{i} = \\boxed{{{x}}})$" for i, x in enumerate(items, 1)))
+        add("boxes in prose", None, False,
+            completion=f"\\boxed{{{items[0]}}} \\text{{, and then the answer is }} \\boxed{{{items[1]}}}")
+        add("assignment", ", \\quad ".join(f"x_{i} = {x}" for i, x in enumerate(items, 1)), True)
     if "=" not in g and "," not in g and "\\text" not in g and "matrix" not in g and "_" not in g \
             and not re.fullmatch(r"-?\d+", g):
         add("labelled", f"x = {g}", True)
@@ -154,6 +202,12 @@ def variants(gold):
             p, q = int(frac.group(1)), int(frac.group(2))
             for digits in (6, 10):  # a rounding is equal only when p/q has that few decimals
                 add("decimal", f"{p / q:.{digits}f}", Fraction(f"{p / q:.{digits}f}") == Fraction(p, q))
+            add("ratio", f"{p} : {q}", True)
+            add("ratio", f"AB : CD = {p} : {q}", True)
+            if p != q:
+                add("ratio", f"{q} : {p}", False)
+            add("approx", f"x = {g} \\approx {p / q:.2f}", True)  # the exact side is the answer
+            add("approx", f"x \\approx {p / q:.2f}", Fraction(f"{p / q:.2f}") == Fraction(p, q))
     return out
 
 

@@ -16,6 +16,11 @@ from reward import extract_answer, is_equiv, math_reward
 
 MATRIX_2X2 = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
 
+
+def pm(*rows):
+    return "\\begin{pmatrix} " + " \\\\ ".join(rows) + " \\end{pmatrix}"
+
+
 # (gold, prediction, expected)
 PAIRS = [
     # integers: leading zeros, thousands separators, trailing .0
@@ -115,7 +120,7 @@ PAIRS = [
     ("(-\\infty, 2) \\cup (2, \\infty)", "x \\neq 2", True), ("(-\\infty, 2) \\cup (2, \\infty)", "x \\ne 3", False),
     ("(8,-2)", "8 < x < -2", False), ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 \\text{ or } x > 7", True),
     ("(-\\infty,-2) \\cup (7,\\infty)", "x < -2 or x \\ge 7", False), ("(1,3)", "x > 1 and x < 3", False),
-    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", False), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True),
+    ("2x < 6", "2x<6", True), ("2x < 6", "x < 3", True), ("2x < 6", "2x \\le 6", False), ("2x < 6", "6 > 2x", True),
     ("a \\le b \\le c", "c \\ge b \\ge a", True),
     ("a \\le b \\le c", "a \\le b < c", False), ("[a,b]", "(a,b)", False), ("[a,b]", "a \\le x \\le b", True),
     ("[a,b]", "a < x \\le b", False),
@@ -143,6 +148,50 @@ PAIRS = [
     ("3, 5", "x = 3 or x = 5", True), ("3, 5", "3 and 5", True), ("3", "3 or 5", False),
     # a repeat adds nothing to an answer list or set; a list is never one of its candidates
     ("\\{1, 2\\}", "\\{1, 2, 2\\}", True), ("3", "3, 3", True), ("3", "3, 5", False), ("3, 5", "3, 3", False),
+    # issue 29: ASCII relation operators; \approx: the exact side is the answer, the approximation need not match
+    ("x \\ge 5", "x >= 5", True), ("[5, \\infty)", "x >= 5", True), ("x \\ge 5", "x > 5", False),
+    ("x \\le 5", "x <= 5", True), ("x \\le 5", "x >= 5", False), ("x \\neq 2", "x != 2", True),
+    ("x \\neq 2", "x != -2", False), ("11", "x \\approx 11", True), ("12", "x \\approx 11", False),
+    ("\\frac13", "x = \\frac13 \\approx 0.33", True), ("\\frac13", "x \\approx 0.33", False),
+    ("0.33", "\\frac13 \\approx 0.33", False), ("2\\sqrt2", "2\\sqrt{2} ≈ 2.83", True),
+    # relations by their set of solutions (one variable, real line)
+    ("x < 1", "-x > -1", True), ("x > 1", "-x > -1", False), ("(-\\infty, 1)", "-x > -1", True),
+    ("(-\\infty, 1]", "-x > -1", False), ("x \\le 1", "-x \\ge -1", True), ("(0, 1)", "0 < f(x) < 1", True),
+    ("[0, 1)", "0 < f(x) < 1", False), ("[-\\frac32, -1] \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", True),
+    ("[-\\frac32, -1) \\cup [1, \\frac32]", "1 \\le |z| \\le \\frac32", False),
+    ("[1, \\frac32]", "1 \\le |z| \\le 3/2", False),
+    ("(-2, 2)", "x^2 < 4", True), ("[-2, 2]", "x^2 < 4", False), ("(-\\infty, -2) \\cup (2, \\infty)", "|x| > 2", True),
+    ("(-\\infty, -2] \\cup (2, \\infty)", "|x| > 2", False), ("x \\ne 2", "x^2 - 4x + 4 > 0", True),
+    ("(\\frac12, \\frac52)", "1 < 2x < 5", True), ("(-\\infty, 0) \\cup (1, \\infty)", "\\frac1x < 1", True),
+    ("x > 1", "\\frac{1}{x} < 1", False), ("x > 2", "2^x > 4", True), ("(0, \\pi)", "\\sin x > 0", False),
+    ("x^2 < 4", "y^2 < 4", True), ("a < x < b", "(a, b)", True), ("x > a", "x > b", False),
+    # labelled ratios; a two-term ratio against a number is its quotient, against a ratio term by term
+    ("7:32", "S_{ABC} : S = 7 : 32", True), ("7:32", "32:7", False), ("7:32", "S_{ABC} : S = 32 : 7", False),
+    ("11:21", "V_1 : V_2 = 11 : 21", True), ("\\frac{7}{32}", "7:32", True), ("\\frac{32}{7}", "7 : 32", False),
+    ("7:32", "14:64", False), ("1:2:3", "1 : 2 : 3", True), ("1:2:3", "1:3:2", False), ("7:32", "7 : 32 : 1", False),
+    # assignments: distinct unknowns form an ordered tuple, a repeated cycle of them a set of tuples
+    ("(5,2),(7,2)", "p = 5, q = 2; p = 7, q = 2", True), ("(5,2),(7,2)", "p = 5, q = 2; p = 2, q = 7", False),
+    ("(5,2),(7,2)", "p = 5, q = 2", False), ("(5,2),(7,2)", "(7,2) \\text{ or } (5,2)", True),
+    ("k = 45, n = 2", "45, 2", True), ("k = 45, n = 2", "2, 45", False), ("k = 45, n = 2", "n = 2, k = 45", True),
+    ("k = 45, n = 2", "k = 2, n = 45", False), ("k = 45, n = 2", "(45, 2)", True), ("k = 45, n = 2", "(2, 45)", False),
+    ("k = 45, n = 2", "(k, n) = (45, 2)", True), ("k = 45, n = 2", "45", False), ("x_1 = 3, x_2 = 5", "5, 3", True),
+    ("x_1 = 3, \\quad x_2 = 5", "3, 5", True), ("x_1 = 3, x_2 = 5", "3, 4", False),
+    # matrix arithmetic against its value
+    (pm("2 & 2", "3 & 5"), f"{MATRIX_2X2} + {pm('1 & 0', '0 & 1')}", True),
+    (pm("2 & 2", "3 & 4"), f"{MATRIX_2X2} + {pm('1 & 0', '0 & 1')}", False),
+    (pm("2 & 1", "4 & 3"), MATRIX_2X2 + pm("0 & 1", "1 & 0"), True),
+    (pm("3 & 4", "1 & 2"), MATRIX_2X2 + pm("0 & 1", "1 & 0"), False),
+    (pm("3/5 & 4/5", "4/5 & -3/5"), "\\frac15 " + pm("3 & 4", "4 & -3"), True),
+    (pm("3/5 & 4/5", "4/5 & 3/5"), "\\frac15 " + pm("3 & 4", "4 & -3"), False),
+    (pm("7 & 10", "15 & 22"), MATRIX_2X2 + "^2", True),
+    (MATRIX_2X2, "2" + MATRIX_2X2 + " - " + MATRIX_2X2, True), (MATRIX_2X2, MATRIX_2X2 + " + " + MATRIX_2X2, False),
+    (pm("3", "7"), MATRIX_2X2 + pm("1", "1"), True), ("11", pm("1", "2") + pm("3", "4"), False),
+    # sums and products: equal up to the order of factors, or to their closed form
+    ("\\frac{n(n+1)}{2}", "\\sum_{k=1}^{n} k", True), ("\\frac{n(n-1)}{2}", "\\sum_{k=1}^{n} k", False),
+    ("\\sum_{k=1}^{n} \\frac{1}{k(k+1)}", "\\sum_{k=1}^{n} \\frac{1}{(k+1)k}", True),
+    ("\\sum_{k=1}^{n} k", "\\sum_{k=1}^{n} k^2", False), ("\\prod_{k=1}^{n} (k+1)", "\\prod_{k=1}^{n} (1+k)", True),
+    ("\\sum_{k=1}^{n} 2k", "2\\sum_{i=1}^{n} i", True), ("\\sum_{k=1}^{n} k", "\\sum_{k=2}^{n} k", False),
+    ("\\sum_{k=1}^{n} \\frac{1}{k}", "\\sum_{k=1}^{n} \\frac{1}{k+1}", False), ("\\sum_{i=1}^{3} i", "6", True),
 ]
 
 
@@ -166,6 +215,12 @@ def test_math_reward_boxes_and_scores():
     assert math_reward("\\boxed{3} or \\boxed{5}", "3") == 0.0
     assert math_reward("$\\boxed{3}$, $\\boxed{5}$", "5") == 0.0
     assert math_reward("we get \\boxed{3} first, so the answer is \\boxed{5}", "5") == 1.0
+    # two boxes joined by prose are one answer: never one of them alone
+    two = "\\boxed{3} \\text{ for part (a) and } \\boxed{5}"
+    assert [math_reward(two, g) for g in ("3, 5", "5, 3", "3", "5", "3, 4")] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert math_reward("The final answer is $10,455$.", "10455") == 1.0
+    assert math_reward("The final answer is \\((-6, 10)\\).", "(-6,10)") == 1.0
+    assert math_reward("The final answer is \\((-6, 10)\\).", "(10,-6)") == 0.0
 
 
 # extraction: (text, expected answer)
@@ -200,6 +255,13 @@ EXTRACTION = [
     ("First \\boxed{12}, and then the total is \\boxed{9}.", "9"),
     ("\\boxed{1} \\boxed{2}", "2"),
     ("\\boxed{} and \\boxed{2}", "2"),
+    # ... and by a little prose that ends in a separator (issue 29)
+    ("\\boxed{3} \\quad \\text{and} \\quad \\boxed{5}", "3, 5"),
+    ("\\boxed{3} \\text{ for part (a) and } \\boxed{5} \\text{ for part (b)}", "3, 5"),
+    ("$(y_1 = \\boxed{3})$ and $(y_2 = \\boxed{5})$", "3, 5"),
+    ("k = \\boxed{45}, n = \\boxed{2}", "45, 2"),
+    ("\\boxed{12}, so x = \\boxed{9}", "9"),
+    ("\\boxed{12} and hence \\boxed{9}", "9"),
     # the fallback takes the math of a sentence, not the sentence
     ("Final Answer: The largest $n$ is 34.", "34"),
     ("Answer: The smallest value is $\\frac{1}{2}$. I hope", "\\frac{1}{2}"),
@@ -207,6 +269,13 @@ EXTRACTION = [
     ("Answer: $x$ is $5$.", "5"),
     ("Final Answer: The value of $3.5x$ is 7. It is correct.", "7"),
     ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),
+    # the math inside \\(..\\) and \\[..\\] too (issue 29)
+    ("The final answer is $10,455$.", "10,455"),
+    ("The final answer is \\((-6, 10)\\).", "(-6, 10)"),
+    ("The final answer is \\(10,455\\). I hope it is correct.", "10,455"),
+    ("The final answer is \\[ \\frac{3}{4} \\]", "\\frac{3}{4}"),
+    ("Final Answer: The largest \\(n\\) is \\(34\\).", "34"),
+    ("Therefore, the final answer is: $5$", "5"),
 ]
 
 
@@ -232,6 +301,20 @@ MATH_VERIFY_CASES = [
     ("(15,-29)", "\\boxed{[15, -29]}", 0.0, True, "a point is not an (empty) closed interval"),
     ("1 \\pm \\sqrt{19}", "\\boxed{AB = 1 \\pm \\sqrt{19}}", 1.0, False, "a labelled answer is its value"),
     ("x=5", "\\boxed{2(x) = 2(5)}", 1.0, False, "the same equation times 2"),
+    # issue 29
+    ("7:32", "\\boxed{14:64}", 0.0, True, "ratios compare term by term (10:30 is no 1:3 as a time)"),
+    ("k = 45, n = 2", "\\boxed{2, 45}", 0.0, True, "distinct unknowns k, n: the ordered tuple (45, 2)"),
+    ("x = 1, y = 2", "\\boxed{2, 1}", 0.0, True, "distinct unknowns x, y: the ordered tuple (1, 2)"),
+    ("(-\\infty, 1)", "\\boxed{-x > -1}", 1.0, False, "the same set of real numbers"),
+    ("x < 3", "\\boxed{2x < 6}", 1.0, False, "the same set of real numbers"),
+    ("[-\\frac32,-1] \\cup [1,\\frac32]", "\\boxed{1 \\le |z| \\le \\frac32}", 1.0, False,
+     "the same set of real numbers"),
+    ("(0,1)", "\\boxed{0 < f(x) < 1}", 1.0, False, "a bound on a function value: the interval of its values"),
+    ("[5,\\infty)", "\\boxed{x >= 5}", 1.0, False, "x >= 5 is x \\ge 5, the interval [5, oo)"),
+    ("\\sum_{k=1}^{n} 2k", "\\boxed{2\\sum_{i=1}^{n} i}", 1.0, False, "the same sum, a factor taken out"),
+    (pm("-7", "16"), "\\boxed{\\frac{1}{2} " + pm("2(-7)", "2(16)") + "}", 1.0, False, "a matrix times a number"),
+    ("1, -2", "\\boxed{1} \\text{, and then the answer is } \\boxed{-2}", 0.0, True,
+     "words other than a separator between the boxes: the last box stands alone"),
 ]
 
 
@@ -384,6 +467,23 @@ HOSTILE = [
     "(x,y) = " * 100 + "(1,2)",
     "f(" * 300 + "x" + ")" * 300 + " = 1",
     "\\left[\\begin{array}{" + "c" * 500 + "}" + "1 & " * 499 + "1\\end{array}\\right]",
+    # issue 29: ASCII relations, \\approx, solution sets, ratios, assignments, matrices, sums, boxes, \\(..\\)
+    ">=" * 2000, "x != " * 300 + "1", "x \\approx " * 300 + "1", "≈" * 3000,
+    "x^{10^{10}} > 2", "x^{999} - 3x + 1 > 0", "10^{10^{10} x} > 1", "2^{2^{2^{2^{x}}}} > 5", "|" * 5000,
+    "|x" * 400 + "|" * 400, "1 \\le |" * 100 + "z" + "|" * 100 + " \\le 2", "(x+1)^{20} (x-1)^{20} (x-2)^{20} > 0",
+    "-x" + " > -x" * 300, "0 < f(x) < " * 100 + "1", "1 : " * 3000 + "1", "S_{A} : " * 300 + "S = 1 : 2",
+    "p = 1, q = 2, " * 150 + "p = 1", ", ".join(f"a_{{{i}}} = {i}" for i in range(300)),
+    " + ".join(["\\begin{pmatrix} x & y \\\\ z & w \\end{pmatrix}"] * 8),
+    " ".join(["\\begin{pmatrix} x & y \\\\ z & w \\end{pmatrix}"] * 8),
+    " + ".join(["\\begin{pmatrix} 1 \\end{pmatrix}"] * 9),
+    "\\begin{pmatrix}" + " \\\\ ".join([" & ".join("x" * 10)] * 10) + "\\end{pmatrix}^{20}",
+    "\\begin{pmatrix}" + "1 & " * 40 + "1\\end{pmatrix} + \\begin{pmatrix}1\\end{pmatrix}",
+    "\\begin{pmatrix} 1 \\end{pmatrix}^{10^{10}}", "2" + pm("1 & " + pm("2")),
+    "\\sum_{k=1}^{10^{10}} k^k", "\\prod_{k=1}^{10^{10}} k", "\\sum_{k=1}^{10^{5}} \\sin(k)",
+    "\\sum_{k=1}^{n}" * 100 + " k", "2^{\\sum_{k=1}^{10^{9}} k}", "\\sum_{k=1}^{\\sum_{j=1}^{10^{9}} j} k",
+    "\\sum_{i=1}^{10^{10}} i^{i^{i}} < x < 3", "\\sum_{k=1}" * 500,
+    "\\boxed{1} \\text{ for part (a) and } " * 2000, "The final answer is \\(" * 3000,
+    "The final answer is \\[" + "(" * 5000, "The final answer is $" + "1," * 5000 + "$.",
 ]
 HOSTILE_GOLDS = ["5", "\\frac{1}{2}", "x^2+1", "(1,2)", "\\text{east}"]
 
