@@ -28,7 +28,8 @@ any prompt is seen; B rows of a training micro-batch, r rows of a generate call)
     prefill                   r p (F + 4L kv)  the prompt's forward and its KV cache, if larger than the end
     no-grad micro-batch       4 B S F        scoring pi_old / pi_ref, SCORE_MICRO_BATCHES = 4 micro-batches at once:
                                              one layer at a time, or (if larger) the final and completion hidden
-                                             states, 4 B S 8h, and an lm_head chunk, 8 M V (logits, logsumexp's exp)
+                                             states, 4 B S 8h, and an lm_head chunk, 12 M V (logits; the
+                                             entropy's z - max and exp, rollout._entropy)
     AdamW step temporaries    4P             torch's foreach AdamW: a full fp32 sqrt(v); 0 with fused=True (CUDA)
     CUDA context, slack       1.5 GiB
 
@@ -70,7 +71,7 @@ GiB = 2 ** 30
 PHASES = ("generate", "score", "train", "optimizer")
 PROMPT_TOKENS = 256  # assumed prompt length for the estimate before any prompt is seen: MATH problems + instruction
 SLACK = int(1.5 * GiB)  # CUDA context, cuBLAS workspaces, allocator fragmentation
-LM_HEAD_BYTES, LM_HEAD_BYTES_NO_GRAD = 20, 8  # per logit of an lm_head chunk, in backward / without grad (table)
+LM_HEAD_BYTES, LM_HEAD_BYTES_NO_GRAD = 20, 12  # per logit of an lm_head chunk, in backward / without grad (table)
 SAMPLING_BYTES, TOP_P_BYTES = 24, 20  # per vocabulary entry and row of a sampling step; + top-p's sort
 SCORE_MICRO_BATCHES = 4  # train.py scores pi_old / pi_ref (no grad, no activations kept) in this many micro-batches at once
 GEN_MARGIN = 0.9  # generate calls are sized to this share of the spare memory: allocator fragmentation
