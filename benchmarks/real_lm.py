@@ -63,7 +63,6 @@ def probe(model_name: str, tasks, n: int, seed: int):
 
     import reward
     import rollout
-    import toy  # noqa: F401 -- registers the toy model (not used here)
 
     model, tokenizer = rollout.load_model(model_name, device="cpu", dtype=torch.float32)
     for task in tasks:
