@@ -74,7 +74,7 @@ from verl.trainer.ppo import core_algos  # noqa: E402
 from verl.utils import config as verl_config  # noqa: E402
 from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
 from verl.workers.utils import losses as verl_losses  # noqa: E402
-from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
+from verl.workers.utils import padding as verl_padding  # noqa: E402
 
 # What this module relies on, as verl 0.9.1 defines it: (module, name) -> parameters, and the actor config's fields.
 API = {
@@ -86,6 +86,7 @@ API = {
                                                   "loss_agg_mode", "config", "rollout_is_weights"],
     (verl_losses, "ppo_loss"): ["config", "model_output", "data", "dp_group"],
     (verl_config, "validate_config"): ["config", "use_reference_policy", "use_critic"],
+    (verl_padding, "no_padding_2_padding"): ["tensor", "data"],
 }
 ACTOR_FIELDS = ["clip_ratio", "clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "loss_agg_mode", "loss_scale_factor",
                 "global_batch_info", "policy_loss", "calculate_entropy", "entropy_coeff", "use_kl_loss", "kl_loss_type"]
@@ -299,7 +300,7 @@ def ppo_loss(config, model_output, data, dp_group=None):
         if "entropy" in padded.keys():
             batch["old_entropy"] = padded["entropy"]
         if model_output.get("entropy") is not None:
-            batch["entropy"] = no_padding_2_padding(model_output["entropy"], data)
+            batch["entropy"] = verl_padding.no_padding_2_padding(model_output["entropy"], data)
     token = _BATCH.set(batch)
     try:
         return _verl_ppo_loss(config, model_output, data, dp_group)

@@ -206,3 +206,176 @@ def test_erc_masks_the_tokens_etr_py_masks():
     assert 0.1 < dropped.sum() / b["mask"].sum() < 0.9, "the test needs tokens on both sides of the entropy bounds"
     assert (logp.grad[dropped] == 0).all()
     assert abs(metrics["actor/erc_masked_frac"].aggregate() - dropped.sum() / b["mask"].sum()) < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+def refusal(run):
+    """The one-line message of the ValueError that run() raises."""
+    with pytest.raises(ValueError) as e:
+        run()
+    message = str(e.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+@pytest.mark.parametrize("what, run, says", [
+    ("an aggregation mode etr.py lacks", lambda b: through_verl(actor("etr", "token-sum"), b, b["logp"]),
+     "loss_agg_mode=token-sum has no counterpart in etr.py: use one of token-mean, seq-mean-token-mean, "
+     "seq-mean-token-sum, seq-mean-token-sum-norm"),
+    ("Dr. GRPO's normaliser without its constant", lambda b: through_verl(dataclasses.replace(
+        actor("drgrpo", "seq-mean-token-sum-norm"), loss_scale_factor=None), b, b["logp"]), "needs actor_rollout_ref"),
+    ("rollout correction weights", lambda b: through_verl(actor("grpo"), b, b["logp"], extra={
+        "rollout_is_weights": torch.ones(B, T)}), "supported is rollout_is=null, rollout_rs=null, bypass_mode=false"),
+    ("token-level advantages", lambda b: through_verl(actor("grpo"), {**b, "advantages": torch.randn(B, T)}, b["logp"]),
+     "token-level advantages"),
+    ("ETR without the group std", lambda b: core_algos.get_policy_loss_fn("etr")(
+        b["old_logp"], b["logp"], b["advantages"], b["mask"], "token-mean", actor("etr")), "`returns`"),
+    ("ERC without pi_theta's entropy", lambda b: verl_losses.ppo_loss(actor("erc-dapo"), {"log_probs": flat(
+        b["logp"], b, torch.arange(B))}, _data(b)), "calculate_entropy=True"),
+    ("groups of unequal size", lambda b: core_algos.get_adv_estimator_fn("etr_group")(
+        torch.zeros(B, T), b["mask"].long(), np.array(["a"] * 3 + ["b"] * (B - 3))), "groups of one size"),
+])
+def test_bad_input_reaching_the_loss_is_refused_in_one_line(what, run, says):
+    assert says in refusal(lambda: run(rollout_batch())), what
+
+
+def _data(b):
+    """The batch fields of through_verl, for a call that builds model_output itself."""
+    mask = b["mask"]
+    data = TensorDict({"prompts": torch.zeros(B, P, dtype=torch.long), "responses": torch.zeros(B, T, dtype=torch.long),
+                       "attention_mask": torch.cat([torch.arange(P) >= P - b["prompt_len"][:, None], mask], 1).long(),
+                       "response_mask": mask.long(), "old_log_probs": b["old_logp"], "advantages": b["advantages"],
+                       "returns": b["returns"], "entropy": b["old_entropy"]}, batch_size=[B])
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=B)
+    return data
+
+
+def documented_overrides(algo="etr", model="Qwen/Qwen2.5-0.5B", tp="1"):
+    """docs/verl.md's launch command as Hydra overrides, with the changes its table lists for `algo`."""
+    doc = (ROOT / "docs/verl.md").read_text()
+    block = re.search(r"```bash\n(MODEL=.*?)```", doc, re.S).group(1)
+    assert "export PYTHONPATH=$PWD VERL_USE_EXTERNAL_MODULES=verl_etr\n" in block and "python verl_etr.py data $DATA" in block
+    command = block[block.index("python -m verl.trainer.main_ppo"):]
+    for var, value in (("$MODEL", model), ("$ROLLOUT_TP", tp), ("$DATA", "/data/etr")):
+        command = command.replace(var, value)
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:3] == ["python", "-m", "verl.trainer.main_ppo"]
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| `?([^`|]*)`? \|$", doc, re.M))
+    assert set(etr.ALGOS) <= set(rows), f"docs/verl.md's table lacks {set(etr.ALGOS) - set(rows)}"
+    changes = [] if rows[algo] == "none" else [re.sub(r"^actor\.", "actor_rollout_ref.actor.", w) for w in rows[algo].split()]
+    overrides = {w.split("=", 1)[0].lstrip("+"): w for w in words[3:] + changes}  # a change replaces the command's
+    return list(overrides.values())
+
+
+def compose_config(overrides):
+    with initialize_config_dir(config_dir=str(Path(verl.__file__).parent / "trainer/config"), version_base=None):
+        return compose("ppo_trainer", overrides=overrides)
+
+
+def start_up(cfg):
+    """What verl's main_ppo runs before Ray starts (validate_config, which verl_etr wraps with its check)."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    verl_config.validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+
+
+@pytest.mark.parametrize("change, says", [
+    (["actor_rollout_ref.actor.loss_agg_mode=token-sum"], "use one of token-mean, seq-mean-token-mean,"),
+    (["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm"], "needs actor_rollout_ref.actor.loss_scale_factor"),
+    (["algorithm.rollout_correction.rollout_is=token"], "supported is rollout_is=null, rollout_rs=null, bypass_mode=false"),
+    (["algorithm.rollout_correction.rollout_rs=token_k1"], "supported is rollout_is=null, rollout_rs=null"),
+    (["algorithm.rollout_correction.bypass_mode=true"], "supported is rollout_is=null, rollout_rs=null"),
+    (["algorithm.adv_estimator=grpo"], "set algorithm.adv_estimator=etr_group, not grpo"),
+    (["algorithm.use_kl_in_reward=true"], "KL in the reward has no counterpart in etr.py"),
+    (["actor_rollout_ref.actor.entropy_coeff=0.001"], "an entropy bonus has no counterpart in etr.py"),
+    (["critic.enable=true"], "a critic"),
+    (["actor_rollout_ref.actor.use_kl_loss=true", "actor_rollout_ref.actor.kl_loss_type=mse"], "kl_loss_type=mse"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=erc-dapo"], "calculate_entropy=True"),
+    (["actor_rollout_ref.actor.policy_loss.loss_mode=erc-dapo", "actor_rollout_ref.actor.calculate_entropy=true",
+      "trainer.use_v1=false"], "trainer.use_v1=True"),
+    (["actor_rollout_ref.actor.clip_ratio_low=0"], "eps_low must be > 0"),
+])
+def test_a_setting_without_counterpart_is_refused_at_start_up(change, says):
+    cfg = compose_config(documented_overrides() + change)
+    assert says in refusal(lambda: start_up(cfg))
+
+
+def test_verls_own_losses_pass_the_start_up_check_untouched():
+    start_up(compose_config(documented_overrides() + ["algorithm.adv_estimator=grpo", "actor_rollout_ref.actor."
+                                                      "policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor."
+                                                      "loss_agg_mode=token-sum"]))
+
+
+# ----------------------------------------------------------------------------------------------- verl changes
+
+@pytest.mark.parametrize("change, says", [
+    (lambda mp: mp.delattr(core_algos, "get_policy_loss_fn"), "core_algos.get_policy_loss_fn is gone"),
+    (lambda mp: mp.setattr(core_algos, "get_policy_loss_fn", lambda name, strict: None),
+     "core_algos.get_policy_loss_fn(name, strict) changed, expected (name)"),
+    (lambda mp: mp.setattr(verl_etr, "ACTOR_FIELDS", verl_etr.ACTOR_FIELDS + ["clip_ratio_d"]), "has no clip_ratio_d"),
+])
+def test_a_verl_api_change_fails_with_a_clear_message(monkeypatch, change, says):
+    change(monkeypatch)
+    with pytest.raises(ImportError, match=re.escape(says) + ".*verl_etr is written for verl 0.9.1"):
+        verl_etr.check_api()
+    with pytest.raises(ImportError, match="verl_etr is written for verl 0.9.1, found 0.10.0"):
+        verl_etr.check_version("0.10.0")
+
+
+def test_without_verl_the_import_names_the_fix(monkeypatch):
+    import importlib
+    import sys
+    monkeypatch.setitem(sys.modules, "verl", None)  # what `import verl` sees where verl is not installed
+    monkeypatch.delitem(sys.modules, "verl_etr")
+    with pytest.raises(ImportError) as e:
+        importlib.import_module("verl_etr")
+    assert str(e.value).startswith("verl_etr needs verl 0.9.1 in an environment of its own: `bash .ci/verl")
+    assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------- the docs
+
+@pytest.mark.parametrize("algo", etr.ALGOS)
+def test_the_documented_launch_means_train_py(algo):
+    """docs/verl.md's command (both models for ETR; each row of its table) passes verl's start-up checks and means
+    `python train.py --algo ALGO --model M --overlong none`: the same loss settings and the same run settings."""
+    import rollout
+    import train
+    from verl.utils.config import omega_conf_to_dataclass
+    models = ["Qwen2.5-0.5B", "Qwen2.5-7B"] if algo == "etr" else ["Qwen2.5-0.5B"]
+    for alias, tp in zip(models, ["1", "2"]):
+        cfg = compose_config(documented_overrides(algo, rollout.MODEL_ALIASES[alias], tp))
+        start_up(cfg)
+        args = train.resolve_args(train.parse_args(["--algo", algo, "--model", alias, "--overlong", "none"]))
+        want = train.loss_config(args)
+        got = verl_etr.loss_config(algo, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor))  # as the worker does
+        got = dataclasses.replace(got, adv_std="group" if cfg.algorithm.norm_adv_by_std_in_grpo else "none",
+                                  max_len=got.max_len if got.loss_agg == "drgrpo" else want.max_len)  # unused otherwise
+        assert got == want, f"{algo}: verl's loss settings {got} != train.py's {want}"
+        ar = cfg.actor_rollout_ref
+        act, ro = ar.actor, ar.rollout
+        for what, verl_value, ours in [
+                ("model", ar.model.path, rollout.MODEL_ALIASES[alias]),
+                ("prompt template rendered as is", ar.model.custom_chat_template, verl_etr.PROMPT_AS_IS),
+                ("reward function", (cfg.reward.custom_reward_function.path, cfg.reward.custom_reward_function.name),
+                 ("pkg://verl_etr", "compute_score")),
+                ("prompts per step", cfg.data.train_batch_size, args.prompts_per_step),
+                ("group size", ro.n, args.group_size),
+                ("sequences per update", act.ppo_mini_batch_size * ro.n,
+                 args.prompts_per_step * args.group_size // args.mini_batches),
+                ("random mini-batches", act.shuffle, True),
+                ("epochs", act.ppo_epochs, args.epochs),
+                ("micro-batch", act.ppo_micro_batch_size_per_gpu, args.micro_batch_size),
+                ("lr", act.optim.lr, args.lr), ("schedule", act.optim.lr_scheduler_type, args.lr_schedule),
+                ("warm-up", act.optim.lr_warmup_steps, args.warmup_steps),
+                ("weight decay", act.optim.weight_decay, args.weight_decay),
+                ("AdamW betas", list(act.optim.betas), [0.9, 0.999]),  # train.py's torch.optim.AdamW(betas=...)
+                ("gradient clip", act.optim.clip_grad, args.max_grad_norm),
+                ("temperature", ro.temperature, args.temperature), ("top-p", ro.top_p, args.top_p),
+                ("top-k", ro.top_k, -1), ("max new tokens", cfg.data.max_response_length, args.max_new_tokens),
+                ("steps", cfg.trainer.total_training_steps, args.steps),
+                ("eval every", cfg.trainer.test_freq, args.eval_every), ("greedy eval", ro.val_kwargs.temperature, 0),
+                ("reference model", act.use_kl_loss, args.kl_coef > 0),
+                ("dynamic sampling", cfg.algorithm.filter_groups.enable, args.dynamic_sampling),
+                ("GPUs", (cfg.trainer.n_gpus_per_node, cfg.trainer.nnodes), (8, 1))]:
+            assert verl_value == ours, f"{algo}, {alias}: {what}: verl {verl_value} != train.py {ours}"
