@@ -264,18 +264,21 @@ for _name in etr.ALGOS:
 def group_advantage(token_level_rewards, response_mask, index, config=None, **unused):
     """etr.group_advantages on verl's batch, whose rows come in any order: (advantages, group std), each [B, T].
 
-    index: each row's prompt id (verl's uid). verl stores the second output as `returns`; ppo_loss hands it to ETR.
-    norm_adv_by_std_in_grpo=False (algorithm config) divides by no std: Dr. GRPO.
+    index: each row's prompt id (verl's uid). Rows without a response token (the synthetic samples verl appends to
+    make the batch divisible) are left out: advantage and group std 0. verl stores the second output as `returns`;
+    ppo_loss hands it to ETR. norm_adv_by_std_in_grpo=False (algorithm config) divides by no std: Dr. GRPO.
     """
     scores = token_level_rewards.sum(-1).float()  # [B] the reward sits on the response's last token
-    _, group, sizes = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True, return_counts=True)
+    rows = response_mask.bool().any(-1).nonzero().squeeze(1)  # [n] the real responses
+    _, group, sizes = np.unique(np.asarray(index, dtype=object)[rows.numpy()].astype(str), return_inverse=True,
+                                return_counts=True)
     if len(set(sizes.tolist())) != 1:
         raise ValueError(f"verl_etr: etr.group_advantages needs groups of one size, got sizes {sorted(set(sizes))}: "
                          f"rollout.n samples of every prompt, none filtered before the advantage")
-    order = torch.as_tensor(np.argsort(group, kind="stable"))  # [B] the rows of each prompt side by side
+    order = rows[torch.as_tensor(np.argsort(group, kind="stable"))]  # [n] the rows of each prompt side by side
     std_mode = "group" if config is None or config.get("norm_adv_by_std_in_grpo", True) else "none"
-    adv, group_std = etr.group_advantages(scores[order], int(sizes[0]), std_mode)  # [B], [B] in that order
-    out = torch.empty(2, len(scores))
+    adv, group_std = etr.group_advantages(scores[order], int(sizes[0]), std_mode)  # [n], [n] in that order
+    out = torch.zeros(2, len(scores))
     out[0, order], out[1, order] = adv, group_std
     return out[0, :, None] * response_mask, out[1, :, None] * response_mask
 

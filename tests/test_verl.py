@@ -29,7 +29,7 @@ import etr  # noqa: E402
 import verl_etr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-B, G, T, P = 16, 4, 12, 5  # responses, group size, longest response, longest prompt
+B, G, T, P = 17, 4, 12, 5  # rows (16 responses, 4 per prompt, and one of verl's padding rows), longest response, prompt
 TOL = 1e-6
 # verl's loss_agg_mode -> etr.aggregate's mode and max_len (docs/verl.md), written out here as the specification.
 MODES = {"token-mean": ("token-mean", 0), "seq-mean-token-mean": ("seq-mean", 0),
@@ -37,21 +37,22 @@ MODES = {"token-mean": ("token-mean", 0), "seq-mean-token-mean": ("seq-mean", 0)
 
 
 def rollout_batch(seed=0):
-    """One step's batch: rewards not only 0/1 (-1 = the overlong penalty), one group of equal rewards, one empty
-    response, ragged lengths, ratios and entropy ratios well outside the clip and ERC ranges; rows shuffled (verl's
-    balance_batch), so a prompt's rows are not side by side. The reference advantages and group std are
-    etr.group_advantages on the rows in prompt order, as train.py computes them."""
+    """One step's batch: rewards not only 0/1 (-1 = the overlong penalty), one group of equal rewards, ragged lengths,
+    one row without a response token (the samples verl appends to make a batch divisible), ratios and entropy ratios
+    well outside the clip and ERC ranges; rows shuffled (verl's balance_batch), so a prompt's rows are not side by
+    side. The reference advantages and group std are etr.group_advantages on the responses in prompt order, as
+    train.py computes them (0 for the padding row)."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[:2] = torch.tensor([T, 0])  # a full-length and an empty response
+    lengths[0], lengths[-1] = T, 0  # a full-length response; the padding row
     rewards = torch.tensor([-1.0, 0.0, 0.5, 1.0])[torch.randint(0, 4, (B,), generator=g)]
     rewards[G:2 * G] = 1.0  # a group whose rewards are all equal: advantage 0
-    rewards[1] = 0.0  # the empty response: no token, no answer
-    adv, group_std = etr.group_advantages(rewards, G)
+    rewards[-1] = 0.0
+    adv, group_std = (torch.cat([x, torch.zeros(1)]) for x in etr.group_advantages(rewards[:-1], G))
     logp = -3 * torch.rand(B, T, generator=g)
     b = dict(mask=torch.arange(T) < lengths[:, None], logp=logp, old_logp=logp + 0.8 * torch.randn(B, T, generator=g),
              entropy=0.1 + 2 * torch.rand(B, T, generator=g), rewards=rewards, adv=adv, group_std=group_std,
-             prompt_len=torch.randint(1, P + 1, (B,), generator=g), uid=np.array([f"q{i // G}" for i in range(B)]))
+             prompt_len=torch.randint(1, P + 1, (B,), generator=g), uid=np.array([f"q{i // G}" for i in range(B - 1)] + ["pad0"]))
     b["old_entropy"] = b["entropy"] * (1 + 0.08 * torch.randn(B, T, generator=g))
     perm = torch.randperm(B, generator=g)
     b = {k: v[perm.numpy()] if isinstance(v, np.ndarray) else v[perm] for k, v in b.items()}
@@ -160,7 +161,8 @@ def test_the_macro_level_is_the_trainers_group_std_for_any_reward():
                                                            index=b["uid"], config={"norm_adv_by_std_in_grpo": False})
     for q in np.unique(b["uid"]):  # norm_adv_by_std_in_grpo=False: Dr. GRPO's advantages, group by group
         rows = torch.as_tensor(b["uid"] == q)
-        assert torch.equal(dr[rows], etr.group_advantages(b["rewards"][rows], G, "none")[0][:, None] * mask[rows])
+        want = torch.zeros(1) if q == "pad0" else etr.group_advantages(b["rewards"][rows], G, "none")[0]
+        assert torch.equal(dr[rows], want[:, None] * mask[rows])
         assert torch.equal(none[rows], b["returns"][rows])
 
 
