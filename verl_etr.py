@@ -5,7 +5,8 @@ one: verl pins other transformers versions than ours). The launch command, the s
 what `python train.py --algo etr` means, and what does not map: docs/verl.md.
 
     export PYTHONPATH=/path/to/this/repo VERL_USE_EXTERNAL_MODULES=verl_etr   # verl imports us on every `import verl`
-    python -m verl.trainer.main_ppo algorithm.adv_estimator=etr_group actor_rollout_ref.actor.policy_loss.loss_mode=etr ...
+    python -m verl.trainer.main_ppo algorithm.adv_estimator=etr_group \\
+        actor_rollout_ref.actor.policy_loss.loss_mode=etr ...   # the full command: docs/verl.md
 
 Registered, through verl's own registries (verl/trainer/ppo/core_algos.py):
     policy losses  grpo, dapo, drgrpo, gppo, etr, erc-dapo, erc-gppo (etr.ALGOS): each calls the etr.py function of
@@ -14,7 +15,8 @@ Registered, through verl's own registries (verl/trainer/ppo/core_algos.py):
     estimator      etr_group (algorithm.adv_estimator): etr.group_advantages on verl's batch, as train.py computes
                    them (population std; verl's grpo divides by the unbiased one; norm_adv_by_std_in_grpo=False:
                    Dr. GRPO), and each sample's group std, which ETR's macro level reads: exact for any reward.
-    compute_score  reward.math_reward as verl's custom reward function (reward.custom_reward_function.path=pkg://verl_etr).
+    compute_score  reward.math_reward as verl's custom reward function
+                   (reward.custom_reward_function.path=pkg://verl_etr, .name=compute_score).
 
 Patched, pinned to verl 0.9.1 (any other version is refused on import), and why:
     1. verl.workers.utils.losses.ppo_loss, the actor's loss function (verl.workers.engine_workers binds it when
@@ -125,18 +127,20 @@ HYPER = [f.name for f in dataclasses.fields(etr.LossConfig) if f.name.startswith
 EtrPolicyLossConfig = dataclasses.make_dataclass(
     "EtrPolicyLossConfig", [(name, Optional[float], None) for name in HYPER], bases=(PolicyLossConfig,))
 EtrPolicyLossConfig.__module__ = __name__  # Hydra's _target_: verl_etr.EtrPolicyLossConfig
-EtrPolicyLossConfig.__doc__ = "verl's PolicyLossConfig plus etr.LossConfig's " + ", ".join(HYPER) + " (None: etr.py's default)."
+EtrPolicyLossConfig.__doc__ = f"verl's PolicyLossConfig plus etr.LossConfig's {', '.join(HYPER)} (None: etr.py's default)."
 # The batch tensors each loss takes beyond verl's (its keyword-only parameters: group_std; entropy, old_entropy), and
 # where they come from in verl 0.9.1.
 NEEDS = {name: [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
          for name, fn in etr.ALGOS.items()}
 SOURCE = {
     "group_std": f"the batch field `returns`, where algorithm.adv_estimator={ESTIMATOR} puts each sample's group std",
-    "old_entropy": "the batch field `entropy`, pi_old's entropy, which only verl's v1 trainer keeps (trainer.use_v1=True)",
+    "old_entropy": "the batch field `entropy`, pi_old's entropy, which only verl's v1 trainer keeps "
+                   "(trainer.use_v1=True)",
     "entropy": "model_output['entropy'], pi_theta's entropy (actor_rollout_ref.actor.calculate_entropy=True)",
 }
-ROLLOUT_CORRECTION = ("algorithm.rollout_correction has no counterpart in etr.py, whose pi_old is recomputed by the "
-                      "trained model before the updates: supported is rollout_is=null, rollout_rs=null, bypass_mode=false")
+ROLLOUT_CORRECTION = ("algorithm.rollout_correction has no counterpart in etr.py, whose pi_old is recomputed by "
+                      "the trained model before the updates: supported is rollout_is=null, rollout_rs=null, "
+                      "bypass_mode=false")
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -270,15 +274,15 @@ def group_advantage(token_level_rewards, response_mask, index, config=None, **un
     """
     scores = token_level_rewards.sum(-1).float()  # [B] the reward sits on the response's last token
     rows = response_mask.bool().any(-1).nonzero().squeeze(1)  # [n] the real responses
-    _, group, sizes = np.unique(np.asarray(index, dtype=object)[rows.numpy()].astype(str), return_inverse=True,
+    _, group, sizes = np.unique(np.asarray(index, dtype=object)[rows.cpu().numpy()].astype(str), return_inverse=True,
                                 return_counts=True)
     if len(set(sizes.tolist())) != 1:
         raise ValueError(f"verl_etr: etr.group_advantages needs groups of one size, got sizes {sorted(set(sizes))}: "
                          f"rollout.n samples of every prompt, none filtered before the advantage")
-    order = rows[torch.as_tensor(np.argsort(group, kind="stable"))]  # [n] the rows of each prompt side by side
+    order = rows[torch.as_tensor(np.argsort(group, kind="stable"), device=rows.device)]  # [n] each prompt's rows together
     std_mode = "group" if config is None or config.get("norm_adv_by_std_in_grpo", True) else "none"
     adv, group_std = etr.group_advantages(scores[order], int(sizes[0]), std_mode)  # [n], [n] in that order
-    out = torch.zeros(2, len(scores))
+    out = scores.new_zeros(2, len(scores))
     out[0, order], out[1, order] = adv, group_std
     return out[0, :, None] * response_mask, out[1, :, None] * response_mask
 

@@ -52,7 +52,8 @@ def rollout_batch(seed=0):
     logp = -3 * torch.rand(B, T, generator=g)
     b = dict(mask=torch.arange(T) < lengths[:, None], logp=logp, old_logp=logp + 0.8 * torch.randn(B, T, generator=g),
              entropy=0.1 + 2 * torch.rand(B, T, generator=g), rewards=rewards, adv=adv, group_std=group_std,
-             prompt_len=torch.randint(1, P + 1, (B,), generator=g), uid=np.array([f"q{i // G}" for i in range(B - 1)] + ["pad0"]))
+             prompt_len=torch.randint(1, P + 1, (B,), generator=g),
+             uid=np.array([f"q{i // G}" for i in range(B - 1)] + ["pad0"]))
     b["old_entropy"] = b["entropy"] * (1 + 0.08 * torch.randn(B, T, generator=g))
     perm = torch.randperm(B, generator=g)
     b = {k: v[perm.numpy()] if isinstance(v, np.ndarray) else v[perm] for k, v in b.items()}
@@ -61,7 +62,8 @@ def rollout_batch(seed=0):
     rows = (b["mask"].sum(1) > 0).nonzero().squeeze(1)
     tlr[rows, b["mask"].sum(1)[rows] - 1] = b["rewards"][rows]
     b["advantages"], b["returns"] = core_algos.get_adv_estimator_fn(verl_etr.ESTIMATOR)(
-        token_level_rewards=tlr, response_mask=b["mask"].long(), index=b["uid"], config={"norm_adv_by_std_in_grpo": True})
+        token_level_rewards=tlr, response_mask=b["mask"].long(), index=b["uid"],
+        config={"norm_adv_by_std_in_grpo": True})
     return b
 
 
@@ -381,3 +383,31 @@ def test_the_documented_launch_means_train_py(algo):
                 ("dynamic sampling", cfg.algorithm.filter_groups.enable, args.dynamic_sampling),
                 ("GPUs", (cfg.trainer.n_gpus_per_node, cfg.trainer.nnodes), (8, 1))]:
             assert verl_value == ours, f"{algo}, {alias}: {what}: verl {verl_value} != train.py {ours}"
+
+
+def test_the_data_script_writes_what_verls_dataset_reads_as_train_pys_prompts(tmp_path):
+    """verl_etr.write_data (here from local files; `python verl_etr.py data DIR` downloads train.py's presets), read
+    back by verl's own RLHFDataset and rendered by the documented chat template: train.py's prompt, its answer, and the
+    evaluation set without the training problems."""
+    import json
+
+    import rollout
+    import toy
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    problems = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(5)]
+    for name, rows in (("train", problems[:4]), ("eval", problems[2:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in rows))
+    train_file, val_file = verl_etr.write_data(str(tmp_path / "out"), str(tmp_path / "train.jsonl"),
+                                               str(tmp_path / "eval.jsonl"))
+    tokenizer = toy.make_tokenizer()
+    tokenizer.chat_template = verl_etr.PROMPT_AS_IS  # actor_rollout_ref.model.custom_chat_template, as documented
+    config = compose_config(documented_overrides()).data
+    for path, want in ((train_file, problems[:4]), (val_file, problems[4:])):  # problems 2, 3 are training problems
+        dataset = RLHFDataset(path, tokenizer, config)
+        assert len(dataset) == len(want)
+        for item, p in zip(dataset, want):
+            text = tokenizer.apply_chat_template(item["raw_prompt"], add_generation_prompt=True, tokenize=False)
+            assert text == rollout.build_prompt(p["problem"], None, "plain")
+            assert item["reward_model"]["ground_truth"] == p["answer"]
+            answer = f"so \\boxed{{{p['answer']}}}"
+            assert verl_etr.compute_score(item["data_source"], answer, item["reward_model"]["ground_truth"]) == 1.0
