@@ -21,9 +21,18 @@ Every algorithm is the PPO clipped surrogate, changed in one place:
               (1 - beta_low, 1 + beta_high) get no gradient
     erc-gppo  GPPO + the same entropy-ratio mask
               (both ERC variants with dual-clip c = 10, as the authors ran them)
+    gspo      one ratio per sequence, s_i = (pi_theta / pi_old)^(1 / |o_i|), clipped   GSPO, arXiv 2507.18071, eq. (5)-(7)
+    gspo-token  the same value and gradient, written per token                       GSPO eq. (13)-(14)
+    cispo     clip the IS weight, stop its gradient, every token keeps one            MiniMax-M1, arXiv 2506.13585, eq. (4)-(5)
+    clip-cov  a few tokens of large cov(log pi, A) lose their gradient              arXiv 2505.22617, Sec. 4
+    kl-cov    the tokens of largest cov(log pi, A) get a KL penalty                 arXiv 2505.22617, Sec. 4
+    and, with any of them, top_entropy_quantile < 1: only the batch's highest-entropy tokens keep their loss
+              ("Beyond the 80/20 rule", arXiv 2506.01939)
 
 Gradient accumulation is exact: every loss takes the *optimizer mini-batch's* token and sequence counts
-(num_tokens, num_seqs), so the losses of its micro-batches add up to the loss of the whole mini-batch.
+(num_tokens, num_seqs), so the losses of its micro-batches add up to the loss of the whole mini-batch. The token
+choices that are statistics of a whole batch (Clip-Cov, KL-Cov, the high-entropy mask) come the same way: from
+batch_choices over the mini-batch, handed to each micro-batch (a loss called on its own computes them itself).
 """
 from __future__ import annotations
 
@@ -182,7 +191,115 @@ def erc_keep_mask(entropy, old_entropy, beta_low: float, beta_high: float):
 
 
 # --------------------------------------------------------------------------------------------------
-# 5. KL to a reference policy, and aggregation over tokens
+# 5. GSPO: one importance ratio per sequence (arXiv 2507.18071)
+# --------------------------------------------------------------------------------------------------
+def sequence_ratio(logp, old_logp, mask, max_log_ratio: float = 20.0):
+    """GSPO's sequence-level importance ratio, the geometric mean of the token ratios (GSPO eq. 7):
+
+        s_i = (pi_theta(o_i | q) / pi_old(o_i | q)) ^ (1 / |o_i|) = exp((1 / |o_i|) sum_t log rho_t)
+
+    Each token's log-ratio is clamped to +-max_log_ratio first, as in importance_ratio. Returns s [B, 1].
+    """
+    valid = mask.bool()
+    log_ratio = (logp.float() - old_logp.float()).clamp(-max_log_ratio, max_log_ratio)       # [B, T]
+    total = torch.where(valid, log_ratio, torch.zeros_like(log_ratio)).sum(dim=1, keepdim=True)  # [B, 1]
+    return torch.exp(total / valid.sum(dim=1, keepdim=True).clamp(min=1))                   # [B, 1]  s_i
+
+
+def gspo_token_ratio(logp, seq_ratio):
+    """GSPO-token's ratio (GSPO eq. 14): the value of s_i on every token, the gradient of that token's log pi:
+
+        s_i,t = sg[s_i] * pi_theta(o_i,t) / sg[pi_theta(o_i,t)]
+
+    With one advantage per sequence GSPO-token has GSPO's value and gradient (GSPO Sec. 4.3); it exists for
+    per-token advantages. logp [B, T], seq_ratio [B, 1] -> [B, T].
+    """
+    unit = torch.exp(logp.float() - logp.float().detach())             # [B, T]  pi / sg(pi): 1, grad d log pi
+    return seq_ratio.detach() * unit                                   # [B, T]  s_i,t
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. CISPO: clip the importance-sampling weight, not the update (MiniMax-M1, arXiv 2506.13585)
+# --------------------------------------------------------------------------------------------------
+def cispo_surrogate(logp, ratio, adv, eps_low, eps_high):
+    """CISPO, per token (MiniMax-M1 eq. 4 and 5):
+
+        l_t = -sg(r_hat_t) * A * log pi_theta(o_t),   r_hat_t = clip(rho_t, 1 - eps_low^IS, 1 + eps_high^IS)
+
+    The weight is clipped whatever the sign of A, and it carries no gradient: every token keeps the gradient
+    -r_hat_t * A of its log pi (REINFORCE with a truncated importance weight); no token is dropped, unlike PPO's
+    clip. Returns l [B, T] and the masks of weights clipped from below and from above.
+    """
+    lo, hi = clip_bounds(ratio, eps_low, eps_high)
+    weight = ratio.clamp(lo, hi).detach()                              # [B, T]  sg(r_hat)
+    return -weight * adv * logp.float(), ratio < lo, ratio > hi        # [B, T]
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. Clip-Cov and KL-Cov: act on the tokens of largest cov(log pi, A) (arXiv 2505.22617, Sec. 4)
+# --------------------------------------------------------------------------------------------------
+def token_covariance(logp, adv, mask):
+    """Each token's term of the covariance between log-probability and advantage over the batch's N valid tokens:
+
+        Cov(y_t) = (log pi_theta(y_t) - mean_N log pi_theta) * (A_t - mean_N A)
+
+    A large positive value marks a token whose update lowers the policy's entropy most (the paper's Sec. 3).
+    It only chooses tokens: no gradient. logp [B, T], adv [B], mask [B, T] -> [B, T].
+    """
+    valid = mask.bool()
+    n = valid.sum().clamp(min=1)
+    lp = logp.detach().float()                                         # [B, T]
+    a = adv.float()[:, None].expand_as(lp)                             # [B, T]  A_t = A_i on every token of o_i
+    zero = torch.zeros_like(lp)
+    lp_mean, a_mean = torch.where(valid, lp, zero).sum() / n, torch.where(valid, a, zero).sum() / n
+    return (lp - lp_mean) * (a - a_mean)                               # [B, T]
+
+
+def random_tokens(candidates, count: int):
+    """`count` of the True positions of candidates [B, T], drawn uniformly without replacement (all of them if
+    fewer), as a mask [B, T]. Order and draw as the authors' code: row-major, torch.randperm on torch's global RNG."""
+    where = candidates.flatten().nonzero().squeeze(1)                  # [n]  row-major positions
+    chosen = where[torch.randperm(len(where))[:count].to(where.device)]  # [<= count]
+    return torch.zeros_like(candidates.flatten()).index_fill(0, chosen, True).view_as(candidates)  # [B, T]
+
+
+def clip_cov_tokens(logp, old_logp, adv, mask, cfg):
+    """Clip-Cov's I_clip: floor(r N) tokens (at least 1), drawn uniformly from those with
+    omega_low < Cov(y_t) < omega_high (token_covariance), r = clip_cov_ratio. As in the authors' code, a token
+    PPO's clip already cuts is no candidate. -> mask [B, T]."""
+    ratio = importance_ratio(logp.detach(), old_logp, cfg.max_log_ratio)  # [B, T]
+    clip_low, clip_high = clip_masks(ratio, adv.float()[:, None], *clip_bounds(ratio, cfg.eps_low, cfg.eps_high))
+    cov = token_covariance(logp, adv, mask)                            # [B, T]
+    candidates = mask.bool() & ~clip_low & ~clip_high & (cov > cfg.clip_cov_lb) & (cov < cfg.clip_cov_ub)  # [B, T]
+    return random_tokens(candidates, max(int(cfg.clip_cov_ratio * int(mask.sum())), 1))
+
+
+def kl_cov_tokens(logp, old_logp, adv, mask, cfg):
+    """KL-Cov's I_KL: the floor(k N) valid tokens (at least 1) of largest Cov(y_t), k = kl_cov_ratio. -> mask [B, T]."""
+    valid = mask.bool()
+    cov = torch.where(valid, token_covariance(logp, adv, mask), torch.full_like(logp, -torch.inf, dtype=torch.float))
+    count = min(max(int(cfg.kl_cov_ratio * int(valid.sum())), 1), int(valid.sum()))
+    top = cov.flatten().topk(count).indices                            # [count]
+    return torch.zeros_like(valid.flatten()).index_fill(0, top, True).view_as(valid)  # [B, T]
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. Only the high-entropy tokens ("Beyond the 80/20 rule", arXiv 2506.01939), with any loss
+# --------------------------------------------------------------------------------------------------
+def high_entropy_mask(entropy, mask, rho: float):
+    """Keep token t iff H_t >= tau_rho, the (1 - rho)-quantile of the batch's token entropies (torch.quantile,
+    linear interpolation): the share rho of the tokens with the highest entropy (the paper's "forking" tokens,
+    rho = 20 %) keep their loss; the others count in the denominator with a loss of 0 (the paper's indicator
+    I[H_t >= tau_rho] inside the DAPO objective). entropy [B, T] of the current policy -> mask [B, T]."""
+    valid = mask.bool()
+    if not valid.any():
+        return valid
+    tau = torch.quantile(entropy.float()[valid], 1 - rho)              # []  tau_rho
+    return valid & (entropy.float() >= tau)                            # [B, T]
+
+
+# --------------------------------------------------------------------------------------------------
+# 9. KL to a reference policy, and aggregation over tokens
 # --------------------------------------------------------------------------------------------------
 def kl_k3(logp, ref_logp, max_log_ratio: float = 20.0):
     """Per-token KL(pi_theta || pi_ref), the unbiased, non-negative k3 estimator (GRPO eq. 4):
@@ -220,7 +337,7 @@ def aggregate(loss_tok, mask, mode: str, num_tokens=None, num_seqs=None, max_len
 
 
 # --------------------------------------------------------------------------------------------------
-# 6. Settings and the algorithms
+# 10. Settings and the algorithms
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class LossConfig:
@@ -243,11 +360,25 @@ class LossConfig:
     # ERC
     erc_beta_low: float = 0.05      # keep a token iff 1 - beta_low < H_theta / H_old < 1 + beta_high
     erc_beta_high: float = 0.05
+    # Clip-Cov / KL-Cov (arXiv 2505.22617, Sec. 5: the values of its Qwen2.5-7B runs)
+    clip_cov_ratio: float = 2e-4    # r: share of the batch's tokens whose gradient Clip-Cov removes
+    clip_cov_lb: float = 1.0        # omega_low < Cov < omega_high: the tokens Clip-Cov may choose
+    clip_cov_ub: float = 5.0
+    kl_cov_ratio: float = 2e-3      # k: share of the tokens (largest Cov) KL-Cov penalises (its 32B runs: 2e-4)
+    kl_cov_coef: float = 1.0        # beta of KL-Cov's penalty beta * |log rho_t|
+    # "Beyond the 80/20 rule" (arXiv 2506.01939), with any algorithm
+    top_entropy_quantile: float = 1.0  # rho: only this share of the batch's tokens, highest entropy first, keeps
+                                       # its loss (1 = all tokens; the paper: 0.2)
 
 
 def finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, extra=None, *, num_tokens=None,
-           num_seqs=None, ref_logp=None, group_std=None, entropy=None, old_entropy=None):
-    """What every algorithm does last: dual-clip, KL penalty, aggregation, metrics.
+           num_seqs=None, ref_logp=None, group_std=None, entropy=None, old_entropy=None, entropy_keep=None,
+           cov_select=None):
+    """What every algorithm does last: dual-clip, the high-entropy mask, KL penalty, aggregation, metrics.
+
+    With cfg.top_entropy_quantile < 1 only the tokens of entropy_keep [B, T] keep their loss (the mask of the
+    whole mini-batch, from batch_choices; if None, high_entropy_mask of this call's `entropy`, the current
+    policy's token entropies).
 
     Metrics are detached and additive over micro-batches like the loss (each a token mean divided by the
     mini-batch's num_tokens), except keys ending in _max, which combine by max. `extra` maps further
@@ -258,6 +389,14 @@ def finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, extra=Non
     if cfg.dual_clip is not None:
         loss_tok, capped = dual_clip(loss_tok, adv, cfg.dual_clip)
         clip_high = clip_high | capped                                 # the cap cuts rho from above
+    if cfg.top_entropy_quantile < 1:
+        if entropy_keep is None:
+            if entropy is None:
+                raise ValueError("top_entropy_quantile < 1 needs entropy= (the current policy's token entropies) "
+                                 "or entropy_keep= (etr.batch_choices)")
+            entropy_keep = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile)  # [B, T]
+        loss_tok = torch.where(entropy_keep, loss_tok, torch.zeros_like(loss_tok))  # 80/20: I[H_t >= tau_rho] * l_t
+        extra = {**(extra or {}), "entropy_kept_frac": entropy_keep}
     if cfg.kl_coef:
         if ref_logp is None:
             raise ValueError("kl_coef > 0 needs ref_logp= (the reference policy's log-probs) or kl_coef=0")
@@ -286,8 +425,9 @@ def finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, extra=Non
 
 
 # Every algorithm: (logp [B, T] with grad, old_logp [B, T], adv [B], mask [B, T], cfg, **batch) -> (loss, metrics),
-# batch = num_tokens, num_seqs (of the optimizer mini-batch), ref_logp [B, T] (when kl_coef > 0), and what
-# ETR (group_std [B]) or ERC (entropy [B, T] of pi_theta, old_entropy [B, T] of pi_old) need.
+# batch = num_tokens, num_seqs (of the optimizer mini-batch), ref_logp [B, T] (when kl_coef > 0), what ETR
+# (group_std [B]) or ERC (entropy [B, T] of pi_theta, old_entropy [B, T] of pi_old) need, and the mini-batch's
+# token choices of batch_choices (cov_select [B, T], entropy_keep [B, T]).
 
 def grpo_loss(logp, old_logp, adv, mask, cfg, **batch):
     """GRPO's clipped surrogate with fixed bounds; DAPO and Dr. GRPO are this loss with other settings."""
@@ -323,7 +463,8 @@ def erc_dapo_loss(logp, old_logp, adv, mask, cfg, *, entropy, old_entropy, **bat
     loss_tok, clip_low, clip_high = clipped_surrogate(ratio, adv, cfg.eps_low, cfg.eps_high)
     keep = erc_keep_mask(entropy, old_entropy, cfg.erc_beta_low, cfg.erc_beta_high)  # [B, T]  ERC modification
     loss_tok = torch.where(keep, loss_tok, loss_tok.detach())          # [B, T]  dropped: same value, no gradient
-    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, {"erc_masked_frac": ~keep}, **batch)
+    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, {"erc_masked_frac": ~keep},
+                  entropy=entropy, **batch)
 
 
 def erc_gppo_loss(logp, old_logp, adv, mask, cfg, *, entropy, old_entropy, **batch):
@@ -333,7 +474,75 @@ def erc_gppo_loss(logp, old_logp, adv, mask, cfg, *, entropy, old_entropy, **bat
     loss_tok, clip_low, clip_high = gppo_surrogate(logp, ratio, adv, cfg.eps_low, cfg.eps_high)
     keep = erc_keep_mask(entropy, old_entropy, cfg.erc_beta_low, cfg.erc_beta_high)  # [B, T]  ERC modification
     loss_tok = torch.where(keep, loss_tok, loss_tok.detach())          # [B, T]  dropped: same value, no gradient
-    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, {"erc_masked_frac": ~keep}, **batch)
+    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, {"erc_masked_frac": ~keep},
+                  entropy=entropy, **batch)
+
+
+def gspo_loss(logp, old_logp, adv, mask, cfg, **batch):
+    """GSPO (eq. 5): l_i = -min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i), one value per sequence,
+    (1 / G) sum_i l_i = seq-mean. A clipped sequence has no gradient at all."""
+    adv = adv.float()[:, None]                                         # [B, 1]
+    s = sequence_ratio(logp, old_logp, mask, cfg.max_log_ratio)        # [B, 1]  GSPO eq. 7
+    loss_seq, clip_low, clip_high = clipped_surrogate(s, adv, cfg.eps_low, cfg.eps_high)  # [B, 1]  GSPO eq. 5
+    size = logp.shape                                                  # on every token of o_i, for aggregate
+    return finish(loss_seq.expand(size), s.expand(size), clip_low.expand(size), clip_high.expand(size), logp, adv,
+                  mask, cfg, **batch)
+
+
+def gspo_token_loss(logp, old_logp, adv, mask, cfg, **batch):
+    """GSPO-token (eq. 13): PPO's clip of the token ratio s_i,t (gspo_token_ratio), then seq-mean."""
+    adv = adv.float()[:, None]                                         # [B, 1]
+    ratio = gspo_token_ratio(logp, sequence_ratio(logp, old_logp, mask, cfg.max_log_ratio))  # [B, T]  eq. 14
+    loss_tok, clip_low, clip_high = clipped_surrogate(ratio, adv, cfg.eps_low, cfg.eps_high)
+    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, **batch)
+
+
+def cispo_loss(logp, old_logp, adv, mask, cfg, **batch):
+    """CISPO (MiniMax-M1 eq. 4): cispo_surrogate, then token-mean (the paper's 1 / sum_i |o_i|)."""
+    adv = adv.float()[:, None]                                         # [B, 1]
+    ratio = importance_ratio(logp, old_logp, cfg.max_log_ratio)        # [B, T]
+    loss_tok, clip_low, clip_high = cispo_surrogate(logp, ratio, adv, cfg.eps_low, cfg.eps_high)  # CISPO modification
+    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, **batch)
+
+
+def clip_cov_loss(logp, old_logp, adv, mask, cfg, *, cov_select=None, **batch):
+    """Clip-Cov: the clipped surrogate, and the tokens of I_clip (clip_cov_tokens; cov_select = the mini-batch's)
+    get loss 0 and no gradient (the authors' code multiplies their loss by 0)."""
+    if cov_select is None:
+        cov_select = clip_cov_tokens(logp, old_logp, adv, mask, cfg)   # [B, T]  I_clip of this call
+    adv = adv.float()[:, None]                                         # [B, 1]
+    ratio = importance_ratio(logp, old_logp, cfg.max_log_ratio)        # [B, T]
+    loss_tok, clip_low, clip_high = clipped_surrogate(ratio, adv, cfg.eps_low, cfg.eps_high)
+    loss_tok = torch.where(cov_select, torch.zeros_like(loss_tok), loss_tok)  # [B, T]  Clip-Cov modification
+    return finish(loss_tok, ratio, clip_low, clip_high, logp, adv, mask, cfg, {"cov_selected_frac": cov_select},
+                  **batch)
+
+
+def kl_cov_loss(logp, old_logp, adv, mask, cfg, *, cov_select=None, **batch):
+    """KL-Cov: the unclipped surrogate -rho_t A, plus beta |log rho_t| on the tokens of I_KL (kl_cov_tokens;
+    cov_select = the mini-batch's). No PPO clip at all (eps_low / eps_high are not used)."""
+    if cov_select is None:
+        cov_select = kl_cov_tokens(logp, old_logp, adv, mask, cfg)     # [B, T]  I_KL of this call
+    adv = adv.float()[:, None]                                         # [B, 1]
+    ratio = importance_ratio(logp, old_logp, cfg.max_log_ratio)        # [B, T]
+    penalty = torch.where(cov_select, cfg.kl_cov_coef * torch.log(ratio).abs(), torch.zeros_like(ratio))  # [B, T]
+    never = torch.zeros_like(cov_select)                               # [B, T]  nothing is clipped
+    return finish(-ratio * adv + penalty, ratio, never, never, logp, adv, mask, cfg,
+                  {"cov_selected_frac": cov_select}, **batch)
+
+
+def batch_choices(algo: str, cfg, logp, old_logp, adv, mask, entropy=None) -> dict:
+    """The token choices that are statistics of a whole batch, as keyword arguments of the loss: Clip-Cov's or
+    KL-Cov's tokens (cov_select [B, T]) and the high-entropy mask (entropy_keep [B, T], when top_entropy_quantile
+    < 1). train.py calls it once per optimizer mini-batch with the current policy's log pi and entropy from a
+    no-grad pass, and hands each micro-batch its rows: the choice, and so the gradient, do not depend on the
+    micro-batch size. Empty when the algorithm needs none (not in COV_TOKENS, top_entropy_quantile = 1)."""
+    choices = {}
+    if algo in COV_TOKENS:
+        choices["cov_select"] = COV_TOKENS[algo](logp, old_logp, adv, mask, cfg)
+    if cfg.top_entropy_quantile < 1:
+        choices["entropy_keep"] = high_entropy_mask(entropy, mask, cfg.top_entropy_quantile)
+    return choices
 
 
 # --algo name -> loss function, and the settings in which the algorithm differs from LossConfig's defaults
@@ -345,7 +554,13 @@ ALGOS = {
     "etr": etr_loss,
     "erc-dapo": erc_dapo_loss,
     "erc-gppo": erc_gppo_loss,
+    "gspo": gspo_loss,
+    "gspo-token": gspo_token_loss,
+    "cispo": cispo_loss,
+    "clip-cov": clip_cov_loss,
+    "kl-cov": kl_cov_loss,
 }
+COV_TOKENS = {"clip-cov": clip_cov_tokens, "kl-cov": kl_cov_tokens}  # algorithms whose tokens batch_choices picks
 ALGO_DEFAULTS = {
     "grpo": {},
     "dapo": {"eps_high": 0.28, "loss_agg": "token-mean"},             # DAPO clip-higher + token-level loss
@@ -354,6 +569,13 @@ ALGO_DEFAULTS = {
     "etr": {},                                                        # GRPO's settings: alpha = beta = 0 is GRPO
     "erc-dapo": {"eps_high": 0.28, "loss_agg": "token-mean", "dual_clip": 10.0},  # the ERC authors' code
     "erc-gppo": {"loss_agg": "token-mean", "dual_clip": 10.0},                    # applies dual-clip to both
+    "gspo": {"eps_low": 3e-4, "eps_high": 4e-4},                      # GSPO Sec. 5.1; seq-mean is eq. 5's 1 / G
+    "gspo-token": {"eps_low": 3e-4, "eps_high": 4e-4},
+    # CISPO: no lower bound on the weight (MiniMax-M1 Sec. 3.1: eps_low^IS "a large value"; 1 - 1 = 0 < rho);
+    # the paper gives no eps_high^IS: 1 + 4 = 5 is TRL's recommended cap (from ScaleRL, arXiv 2510.13786)
+    "cispo": {"eps_low": 1.0, "eps_high": 4.0, "loss_agg": "token-mean"},
+    "clip-cov": {"eps_low": 1.0, "eps_high": 1.0, "loss_agg": "token-mean"},  # the authors' recipe 7b_clip_cov.sh
+    "kl-cov": {"loss_agg": "token-mean"},                                     # (the authors' recipes)
 }
 
 
@@ -374,4 +596,12 @@ def make_config(algo: str, **overrides) -> LossConfig:
                          f"{settings.get('reward_min', 0.0)}")
     if settings.get("dual_clip") is not None and settings["dual_clip"] <= 1:  # c <= 1 caps every A < 0 token
         raise ValueError(f"dual_clip must be > 1 (Ye et al. 2019), got {settings['dual_clip']}: leave it unset to turn it off")
+    if settings.get("dual_clip") is not None and algo == "cispo":  # its loss value -sg(w) A log pi is no surrogate
+        raise ValueError("dual_clip caps a clipped surrogate; cispo's loss is -sg(w) A log pi: leave dual_clip unset")
+    for key, low, high in (("clip_cov_ratio", 0, 1), ("kl_cov_ratio", 0, 1), ("top_entropy_quantile", 0, 1)):
+        if key in settings and not low < settings[key] <= high:  # 0 would still choose 1 token / keep the top one
+            raise ValueError(f"{key} must be in ({low}, {high}], got {settings[key]}")
+    if settings.get("clip_cov_lb", 1.0) >= settings.get("clip_cov_ub", 5.0):  # an empty band: Clip-Cov is PPO
+        raise ValueError(f"clip_cov_lb must be < clip_cov_ub, got {settings.get('clip_cov_lb', 1.0)} >= "
+                         f"{settings.get('clip_cov_ub', 5.0)}")
     return LossConfig(**settings)

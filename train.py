@@ -16,7 +16,9 @@ One step of the loop below, in the order the code runs it:
                                                        comes from that update's own forward (no update yet)
     7. for each epoch, for each of --mini-batches mini-batches: one AdamW update, its gradient accumulated
        over micro-batches whose losses are all normalised by the whole mini-batch's token / sequence count,
-       so accumulation is exact (etr.ALGOS[algo]); clip the grad norm; skip the update if anything is not finite
+       so accumulation is exact (etr.ALGOS[algo]); clip the grad norm; skip the update if anything is not finite.
+       Clip-Cov, KL-Cov and --top-entropy-quantile choose tokens by a statistic of the whole mini-batch: one
+       no-grad pass over it first (etr.batch_choices), so the choice does not depend on the micro-batch size
     8. metrics -> <out>/metrics.jsonl; atomic checkpoint every --save-every steps
 
 Design notes
@@ -32,7 +34,7 @@ Design notes
 - The learning rate is a pure function of the step (nanoGPT's get_lr): linear warm-up, then constant or
   cosine. The step is therefore the scheduler's whole state.
 - Exact resume. Everything random goes through torch's global RNG (sampling in generate, the mini-batch
-  shuffle), whose state -- with Python's and CUDA's -- is saved in every checkpoint; the data order is a
+  shuffle, Clip-Cov's draw of tokens), whose state -- with Python's and CUDA's -- is saved in every checkpoint; the data order is a
   function of (--seed, position), and the position is saved. On the CPU toy, 4 steps in one go and
   2 steps + --resume + 2 steps end with the same weights and the same metrics (tests/test_train.py).
 """
@@ -96,6 +98,13 @@ LOSS_FLAGS = {
     "etr_eps_max": (float, "ETR: largest clip range"),
     "erc_beta_low": (float, "ERC: a token keeps its gradient only if H_new / H_old > 1 - beta_low"),
     "erc_beta_high": (float, "ERC: ... and H_new / H_old < 1 + beta_high"),
+    "clip_cov_ratio": (float, "Clip-Cov: share r of the tokens whose gradient it removes"),
+    "clip_cov_lb": (float, "Clip-Cov: it chooses among tokens with clip_cov_lb < cov(log pi, A) < clip_cov_ub"),
+    "clip_cov_ub": (float, "Clip-Cov: ... (see --clip-cov-lb)"),
+    "kl_cov_ratio": (float, "KL-Cov: share k of the tokens (largest cov(log pi, A)) it penalises"),
+    "kl_cov_coef": (float, "KL-Cov: beta of the penalty beta * |log rho|"),
+    "top_entropy_quantile": (float, "any --algo: only this share of a mini-batch's tokens, highest entropy first,\n"
+                                    "keeps its loss ('Beyond the 80/20 rule': 0.2)"),
 }
 
 
@@ -331,7 +340,8 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
     with a ref_model, ref_logp [N, T] is computed here too (in the same micro-batches as log pi_old).
     Each update's gradient is the sum of its micro-batches' gradients, and each micro-batch loss is normalised
     by the *mini-batch's* counts (num_tokens, num_seqs), so the sum is the gradient of the whole mini-batch's
-    loss, whatever micro_batch_size is.
+    loss, whatever micro_batch_size is. Token choices made from the whole mini-batch (Clip-Cov's and KL-Cov's
+    covariance, the high-entropy quantile) come from a no-grad pass over it before its first micro-batch.
     Returns the metrics averaged over updates (keys ending in _max: max), grad_norm (before clipping), the
     mean entropy of pi_old, old_logp_diff_max (when pi_old is computed here; see 6.), the sampling gap (below) and
     the number of updates skipped because the loss or the gradient was not finite.
@@ -384,9 +394,15 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
             mask = batch["completion_mask"][mb]  # [b, T]
             T = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 0  # last used column; past it: padding
             num_tokens, num_seqs = int(mask.sum()), len(mb)
+            choices = {}  # token choices that are statistics of the whole mini-batch (etr.batch_choices), if any
+            if algo in etr.COV_TOKENS or cfg.top_entropy_quantile < 1:
+                with autocast(device):
+                    now_logp, now_entropy = score(model, mb, score_size)  # [b, T], [b, T] pi_theta now, no grad
+                old_logp = now_logp if first else batch["old_logp"][mb]  # the first update: pi_theta is pi_old
+                choices = etr.batch_choices(algo, cfg, now_logp, old_logp, batch["adv"][mb], mask, now_entropy)
             metrics = {"loss": torch.zeros(())}
             phase("train")
-            for micro in mb.split(micro_batch_size):
+            for rows, micro in zip(torch.arange(len(mb)).split(micro_batch_size), mb.split(micro_batch_size)):
                 cols = lambda key: batch[key][micro][:, :T].to(device)  # noqa: E731  [m, T]
                 with autocast(device):
                     logp, entropy = rollout.completion_logprobs(  # [m, T], [m, T] or None; logp has grad
@@ -401,7 +417,8 @@ def train_step(model, optimizer, batch: dict, cfg, *, algo: str, epochs: int, mi
                                   num_tokens=num_tokens, num_seqs=num_seqs,
                                   group_std=batch["group_std"][micro].to(device), entropy=entropy,
                                   old_entropy=cols("old_entropy"),
-                                  ref_logp=cols("ref_logp") if batch.get("ref_logp") is not None else None)
+                                  ref_logp=cols("ref_logp") if batch.get("ref_logp") is not None else None,
+                                  **{k: v[rows][:, :T].to(device) for k, v in choices.items()})
                 loss.backward()  # gradients add up over micro-batches
                 for key, value in {"loss": loss.detach(), **m}.items():
                     value = value.detach().float().cpu()

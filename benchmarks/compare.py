@@ -4,6 +4,8 @@
     python benchmarks/compare.py --algos grpo etr --seeds 0 1 --steps 20 --out runs/quick
     python benchmarks/compare.py --lr 1e-3                         # any other flag goes to every train.py run
     python benchmarks/compare.py --regime offpolicy                # more updates per rollout batch: the clip binds
+    python benchmarks/compare.py --regime offpolicy --algos grpo gspo cispo clip-cov kl-cov dapo-top20 \
+        --out runs/compare-clip-family                             # the clip family (docs/lab.md)
 
 Every run is `python train.py --model toy --algo A --seed S --steps N --out <out>/A-sS` plus the extra flags, and
 the toy's defaults for everything else: the runs differ in the algorithm (with its own loss defaults from
@@ -16,6 +18,9 @@ after the other with two threads each.
 Interrupted? Run the same command again. A run whose metrics.jsonl already reaches --steps with the same settings
 is skipped; a finished shorter one is extended with train.py --resume (the toy saves a checkpoint at its last step);
 one that died half-way starts again. At the end plot.py draws the figure and prints the tables of numbers.
+
+--algos takes --algo names (etr.ALGOS) and the names of VARIANTS: an algorithm with flags of its own, run into
+<out>/<name>-s<seed> (e.g. dapo-top20: DAPO trained on the 20 % highest-entropy tokens, "Beyond the 80/20 rule").
 
 --regime picks a set of train.py flags added to every run (REGIMES; flags given on the command line come after
 them and win): "default" adds none (2 updates per rollout batch, the clip binds on < 0.1 % of the tokens),
@@ -45,13 +50,16 @@ ALGOS = ["grpo", "dapo", "etr", "erc-dapo"]
 # the reward still improves (docs/lab.md, "Where the trust region matters"); 8 x 4 learns faster but clips 2.7 %
 # with the toy's batch of 12 x 8 (3.2 % with the 8 x 16 of earlier versions); a larger lr collapses the policy instead.
 REGIMES = {"default": [], "offpolicy": ["--mini-batches", "16", "--epochs", "4"]}
+# --algos name -> train.py flags, for the runs that are an algorithm with settings of its own
+VARIANTS = {"dapo-top20": ["--algo", "dapo", "--top-entropy-quantile", "0.2"],   # the 80/20 paper's setting
+            "grpo-top20": ["--algo", "grpo", "--top-entropy-quantile", "0.2"]}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,  # --seed must reach train.py
                                 epilog="Other flags are passed to every train.py run (python train.py --help).")
-    p.add_argument("--algos", nargs="+", default=ALGOS, choices=list(etr.ALGOS),
-                   help=f"algorithms (default: {' '.join(ALGOS)})")
+    p.add_argument("--algos", nargs="+", default=ALGOS, choices=[*etr.ALGOS, *VARIANTS],
+                   help=f"algorithms or VARIANTS (default: {' '.join(ALGOS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
     p.add_argument("--steps", type=int, default=60, help="rollout steps of every run (default: 60)")
     p.add_argument("--regime", default="default", choices=list(REGIMES),
@@ -66,7 +74,9 @@ def parse_args(argv=None):
 
 
 def train_flags(algo: str, seed: int, steps: int, run: Path, extra: list[str]) -> list[str]:
-    return ["--model", "toy", "--algo", algo, "--seed", str(seed), "--steps", str(steps), "--out", str(run), *extra]
+    """algo: an --algo name or a VARIANTS name."""
+    return ["--model", "toy", *VARIANTS.get(algo, ["--algo", algo]), "--seed", str(seed), "--steps", str(steps),
+            "--out", str(run), *extra]
 
 
 def last_step(run: Path) -> int:

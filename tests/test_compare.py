@@ -226,7 +226,8 @@ def test_the_readmes_comparison_commands_run_five_seeds_of_each_algorithm(monkey
     sys.path.insert(0, str(REPO / "benchmarks"))
     import compare
     regime_of = lambda c: c[c.index("--regime") + 1] if "--regime" in c else "default"  # noqa: E731
-    command, = {tuple(c) for c in readme_commands("compare.py") if regime_of(c) == regime}  # one command per regime
+    command, = {tuple(c) for c in readme_commands("compare.py")  # one command per regime (the clip family: below)
+                if regime_of(c) == regime and "--algos" not in c}
     started = []
     monkeypatch.setattr(compare, "run_train", lambda run, flags, *rest, **kw: started.append(flags))
     monkeypatch.setattr(compare.plot, "main", lambda argv: None)
@@ -298,3 +299,26 @@ def test_bench_step_takes_the_largest_micro_batch_that_divides_the_mini_batch(mi
     sys.path.insert(0, str(REPO / "benchmarks"))
     import bench_step
     assert bench_step.trl_micro_batch(mini_batch, micro) == fits
+
+
+def test_the_clip_family_command_runs_five_seeds_of_each_beside_grpo(monkeypatch, tmp_path):
+    """docs/lab.md's one command for issue 27: GRPO, GSPO, CISPO, Clip-Cov, KL-Cov and DAPO on the 20 % highest-entropy
+    tokens (a VARIANTS run), 5 seeds each, in the off-policy regime, into their own directory."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+    command, = [c for c in readme_commands("compare.py") if "--algos" in c and "clip-cov" in c]
+    started = []
+    monkeypatch.setattr(compare, "run_train", lambda run, flags, *rest, **kw: started.append((run, flags)))
+    monkeypatch.setattr(compare.plot, "main", lambda argv: started.append(argv))
+    monkeypatch.chdir(tmp_path)
+    compare.main(list(command))
+    figure = started.pop()
+    runs = {run.name: compare.train.resolve_args(compare.train.parse_args(flags)) for run, flags in started}
+    names = ["grpo", "gspo", "cispo", "clip-cov", "kl-cov", "dapo-top20"]
+    assert sorted(runs) == sorted(f"{name}-s{seed}" for name in names for seed in range(5))
+    assert {(a.mini_batches, a.epochs, a.lr) for a in runs.values()} == {(16, 4, 1e-4)}  # the off-policy regime
+    assert {(a.algo, a.top_entropy_quantile) for name, a in runs.items() if name.startswith("dapo-top20")} == {
+        ("dapo", 0.2)}
+    assert all(a.top_entropy_quantile is None for name, a in runs.items() if not name.startswith("dapo-top20"))
+    assert "docs/compare-clip-family.png" in figure and all(str(run.parent).endswith("compare-clip-family")
+                                                           for run, _ in started)

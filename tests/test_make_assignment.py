@@ -109,10 +109,10 @@ def test_graded_handout_fails_exactly_the_tests_that_reach_a_stubbed_function(tm
     # worked out by hand from what each test calls
     for test in ["test_etr_forward_by_hand", "test_ratio_exactly_on_a_clip_bound_keeps_the_whole_gradient",
                  "test_erc_masks_out_of_band_tokens_strictly[erc-gppo]", "test_kl_penalty_k3_value_and_gradient",
-                 "test_gradients_match_analytic[grpo]", "test_accumulation_equals_full_batch[token-mean-erc-gppo]"]:
+                 "test_gradients_match_analytic[grpo]", "test_accumulation_equals_full_batch[1.0-token-mean-erc-gppo]"]:
         assert f"tests/test_etr.py::{test}" in failed, test
     for test in ["test_group_advantages_by_hand", "test_gradients_match_analytic[gppo]",
-                 "test_accumulation_equals_full_batch[drgrpo-gppo]", "test_etr_py_imports_only_torch_and_stdlib",
+                 "test_accumulation_equals_full_batch[1.0-drgrpo-gppo]", "test_etr_py_imports_only_torch_and_stdlib",
                  "test_settings_that_would_silently_stop_learning_are_refused[eps_low-0.0]"]:
         assert results[f"tests/test_etr.py::{test}"][0] == "passed", test
     assert len(results) == len(entered) > 60

@@ -58,7 +58,8 @@ def read_metrics(out):
 @pytest.mark.parametrize("algo", list(etr.ALGOS))
 def test_every_algo_trains_and_logs(algo, tiny_model_dir, data_file, tmp_path, reward_stub):
     kl = ["--kl-coef", "0.05"] if algo == "etr" else []  # one run with the reference model
-    train.main(argv(tiny_model_dir, data_file, tmp_path, "--algo", algo, *kl))
+    top = ["--top-entropy-quantile", "0.5"] if algo == "dapo" else []  # and one with the 80/20 mask
+    train.main(argv(tiny_model_dir, data_file, tmp_path, "--algo", algo, *kl, *top))
 
     # weight decay is 0, so any change comes from the policy gradient
     before, after = weights(tiny_model_dir), weights(tmp_path / "checkpoints" / "step_2")
@@ -72,6 +73,8 @@ def test_every_algo_trains_and_logs(algo, tiny_model_dir, data_file, tmp_path, r
                 "gen_seconds", "train_seconds", "tokens_per_second", "skipped_steps", "old_logp_diff_max"}
     required |= {"etr_eps_low_mean", "etr_eps_high_mean", "kl"} if algo == "etr" else set()
     required |= {"erc_masked_frac"} if algo.startswith("erc") else set()
+    required |= {"cov_selected_frac"} if algo.endswith("-cov") else set()
+    required |= {"entropy_kept_frac"} if algo == "dapo" else set()
     for r in records:
         assert required <= set(r), required - set(r)
         assert 0 <= r["reward_mean"] <= 1 and r["entropy"] > 0 and r["lr"] == 1e-2
@@ -122,7 +125,7 @@ def test_resume_is_exact(tiny_model_dir, data_file, tmp_path, reward_stub):
 
 # --------------------------------------------------------------------------------------------- train_step
 
-def synthetic_batch(model, algo, N=8, G=4, P=5, T=7, seed=0):
+def synthetic_batch(model, algo, N=8, G=4, P=5, T=7, seed=0, **settings):
     """A rollout batch of uneven, left-padded prompts and uneven completions, scored by the model itself."""
     g = torch.Generator().manual_seed(seed)
     prompt_ids = torch.randint(1, 90, (N, P), generator=g)  # [N, P]
@@ -132,7 +135,7 @@ def synthetic_batch(model, algo, N=8, G=4, P=5, T=7, seed=0):
     completion_len = torch.randint(1, T + 1, (N,), generator=g)  # [N]
     completion_mask = (torch.arange(T)[None] < completion_len[:, None]).long()  # [N, T]
     rewards = torch.randint(0, 2, (N,), generator=g).float()  # [N]
-    cfg = etr.make_config(algo, max_len=T)
+    cfg = etr.make_config(algo, max_len=T, **settings)
     adv, group_std = etr.group_advantages(rewards, G, cfg.adv_std)
     batch = {"prompt_ids": prompt_ids * prompt_mask, "prompt_mask": prompt_mask,
              "completion_ids": completion_ids * completion_mask, "completion_mask": completion_mask,
@@ -146,8 +149,12 @@ def tiny_model(tiny_model_dir):
     return model
 
 
-@pytest.mark.parametrize("algo", ["grpo", "drgrpo", "etr", "erc-gppo"])
-def test_accumulation_is_exact(algo, tiny_model_dir):
+@pytest.mark.parametrize("algo, settings", [
+    ("grpo", {}), ("drgrpo", {}), ("etr", {}), ("erc-gppo", {}), ("gspo", {}), ("gspo-token", {}), ("cispo", {}),
+    # Clip-Cov, KL-Cov and the high-entropy mask choose tokens from the whole mini-batch (r, k: several tokens)
+    ("clip-cov", {"clip_cov_ratio": 0.2, "clip_cov_lb": 0.0}), ("kl-cov", {"kl_cov_ratio": 0.2}),
+    ("dapo", {"top_entropy_quantile": 0.3}), ("gspo", {"top_entropy_quantile": 0.3})])
+def test_accumulation_is_exact(algo, settings, tiny_model_dir):
     """Micro-batches of 1 sequence give the same updated weights as whole mini-batches (1e-5).
 
     Plain SGD: its update is the gradient itself. (AdamW's first steps are ~lr * sign(g), so weights whose
@@ -155,7 +162,10 @@ def test_accumulation_is_exact(algo, tiny_model_dir):
     results = []
     for micro_batch_size in (1, 4):
         model = tiny_model(tiny_model_dir)
-        batch, cfg = synthetic_batch(model, algo)
+        batch, cfg = synthetic_batch(model, algo, **settings)
+        if algo == "kl-cov":  # pi_old from the first update's own forward, as in training: rho = 1 exactly there.
+            del batch["old_logp"], batch["old_entropy"]  # (scored apart, rho = 1 +- 5e-7, and the gradient of
+            # |log rho| is +-beta by the sign of that round-off: KL-Cov's penalty has a kink at rho = 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         torch.manual_seed(0)  # the same mini-batch shuffle for both
         metrics = train.train_step(model, optimizer, batch, cfg, algo=algo, epochs=2, mini_batches=2,
@@ -169,6 +179,8 @@ def test_accumulation_is_exact(algo, tiny_model_dir):
     for k in m1:
         assert m1[k] == pytest.approx(m4[k], rel=1e-4, abs=1e-6), k
     assert m1["ratio_max"] > 1  # later updates ran with rho != 1, so the clip paths were exercised
+    for key in ("cov_selected_frac", "entropy_kept_frac"):  # the choices were made, of some tokens, not all
+        assert key not in m1 or 0 < m1[key] < 0.5, (key, m1[key])
 
 
 @pytest.mark.parametrize("algo, epochs, mini_batches", [("grpo", 1, 2), ("erc-dapo", 2, 4), ("etr", 1, 1)])
