@@ -721,9 +721,8 @@ def run(args) -> dict:
         if step == args.steps or (args.save_every and step % args.save_every == 0):
             save_checkpoint(out, step, model, tokenizer, optimizer,
                             {"data_position": data_pos, "skipped_steps": skipped_total}, args.keep_last)
-    pbar.close()
-    metrics_file.close()
-    samples_file.close()
+    for f in (pbar, metrics_file, samples_file):
+        f.close()
     return finish(history, out)
 
 
