@@ -9,7 +9,7 @@ what `python train.py --algo etr` means, and what does not map: docs/verl.md.
         actor_rollout_ref.actor.policy_loss.loss_mode=etr ...   # the full command: docs/verl.md
 
 Registered, through verl's own registries (verl/trainer/ppo/core_algos.py):
-    policy losses  grpo, dapo, drgrpo, gppo, etr, erc-dapo, erc-gppo (etr.ALGOS): each calls the etr.py function of
+    policy losses  grpo, dapo, drgrpo, gppo, etr, erc-dapo, erc-gppo (LOSSES): each calls the etr.py function of
                    its name; the settings verl has are verl's (loss_config: clip_ratio_low/high -> eps_low/high,
                    clip_ratio_c -> dual_clip, inf = off; loss_agg_mode -> loss_agg; loss_scale_factor -> max_len).
     estimator      etr_group (algorithm.adv_estimator): etr.group_advantages on verl's batch, as train.py computes
@@ -128,10 +128,15 @@ EtrPolicyLossConfig = dataclasses.make_dataclass(
     "EtrPolicyLossConfig", [(name, Optional[float], None) for name in HYPER], bases=(PolicyLossConfig,))
 EtrPolicyLossConfig.__module__ = __name__  # Hydra's _target_: verl_etr.EtrPolicyLossConfig
 EtrPolicyLossConfig.__doc__ = f"verl's PolicyLossConfig plus etr.LossConfig's {', '.join(HYPER)} (None: etr.py's default)."
+# The losses registered here. etr.py's clip family (gspo, gspo-token, cispo, clip-cov, kl-cov, --top-entropy-quantile)
+# is not: verl ships its own gspo, cispo, clip_cov and kl_cov (benchmarks/parity_clip_family.py compares them with
+# etr.py's; docs/clip-family.md), and Clip-Cov's, KL-Cov's and the entropy quantile's token choices are statistics of
+# a whole mini-batch, which a loss called per micro-batch does not see.
+LOSSES = ("grpo", "dapo", "drgrpo", "gppo", "etr", "erc-dapo", "erc-gppo")
 # The batch tensors each loss takes beyond verl's (its keyword-only parameters: group_std; entropy, old_entropy), and
 # where they come from in verl 0.9.1.
 NEEDS = {name: [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
-         for name, fn in etr.ALGOS.items()}
+         for name, fn in etr.ALGOS.items() if name in LOSSES}
 SOURCE = {
     "group_std": f"the batch field `returns`, where algorithm.adv_estimator={ESTIMATOR} puts each sample's group std",
     "old_entropy": "the batch field `entropy`, pi_old's entropy, which only verl's v1 trainer keeps "
@@ -176,7 +181,7 @@ def check(config, use_critic: bool = False):
     """
     actor = config.actor_rollout_ref.actor
     name = actor.policy_loss.loss_mode
-    if name not in etr.ALGOS:
+    if name not in LOSSES:
         return
     loss_config(name, actor)
     algorithm = config.algorithm
@@ -260,7 +265,7 @@ def make_policy_loss(name: str):
     return policy_loss
 
 
-for _name in etr.ALGOS:
+for _name in LOSSES:
     core_algos.register_policy_loss(_name)(make_policy_loss(_name))
 
 

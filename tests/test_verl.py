@@ -27,6 +27,7 @@ from verl.workers.utils import losses as verl_losses  # noqa: E402
 
 import etr  # noqa: E402
 import verl_etr  # noqa: E402
+from verl_etr import LOSSES  # noqa: E402 -- the seven losses registered (not etr.py's clip family: verl has its own)
 
 ROOT = Path(__file__).resolve().parents[1]
 B, G, T, P = 17, 4, 12, 5  # rows (16 responses, 4 per prompt, and one of verl's padding rows), longest response, prompt
@@ -125,7 +126,8 @@ def assert_close(got, want, what):
 # ----------------------------------------------------------------------------------------------- registration
 
 def test_every_algorithm_is_in_verls_registries_and_the_actor_uses_our_ppo_loss():
-    for name in etr.ALGOS:
+    assert set(verl_etr.LOSSES) <= set(etr.ALGOS)
+    for name in verl_etr.LOSSES:
         assert core_algos.get_policy_loss_fn(name).__doc__.startswith(f"etr.ALGOS[{name!r}]"), name
     assert core_algos.get_adv_estimator_fn("etr_group") is verl_etr.group_advantage
     from verl.workers import engine_workers  # builds the actor's loss function: partial(ppo_loss, config=...)
@@ -169,7 +171,7 @@ def test_the_macro_level_is_the_trainers_group_std_for_any_reward():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", etr.ALGOS)
+@pytest.mark.parametrize("name", LOSSES)
 def test_every_loss_through_verl_equals_etr_py(name, mode):
     b = rollout_batch()
     got = value_and_grad(lambda lp: through_verl(actor(name, mode), b, lp)[0], b)
@@ -189,7 +191,7 @@ def test_grpo_dapo_drgrpo_and_etr_without_elasticity_equal_verls_vanilla(name, m
     assert_close(got, want, f"{name} vs vanilla, {mode}, clip_ratio_c={c}")
 
 
-@pytest.mark.parametrize("name", etr.ALGOS)
+@pytest.mark.parametrize("name", LOSSES)
 def test_split_over_shards_with_verls_global_counts_equals_the_whole_batch(name):
     """4 data-parallel ranks (gradients averaged) x 2 micro-batches each (gradients added), verl's global counts."""
     b = rollout_batch(2)
@@ -266,7 +268,7 @@ def documented_overrides(algo="etr", model="Qwen/Qwen2.5-0.5B", tp="1"):
     words = shlex.split(command.replace("\\\n", " "))
     assert words[:3] == ["python", "-m", "verl.trainer.main_ppo"]
     rows = dict(re.findall(r"^\| `([a-z-]+)` \| `?([^`|]*)`? \|$", doc, re.M))
-    assert set(etr.ALGOS) <= set(rows), f"docs/verl.md's table lacks {set(etr.ALGOS) - set(rows)}"
+    assert set(LOSSES) <= set(rows), f"docs/verl.md's table lacks {set(LOSSES) - set(rows)}"
     changes = [] if rows[algo] == "none" else [re.sub(r"^actor\.", "actor_rollout_ref.actor.", w) for w in rows[algo].split()]
     overrides = {w.split("=", 1)[0].lstrip("+"): w for w in words[3:] + changes}  # a change replaces the command's
     return list(overrides.values())
@@ -339,7 +341,7 @@ def test_without_verl_the_import_names_the_fix(monkeypatch):
 
 # ----------------------------------------------------------------------------------------------- the docs
 
-@pytest.mark.parametrize("algo", etr.ALGOS)
+@pytest.mark.parametrize("algo", LOSSES)
 def test_the_documented_launch_means_train_py(algo):
     """docs/verl.md's command (both models for ETR; each row of its table) passes verl's start-up checks and means
     `python train.py --algo ALGO --model M --overlong none`: the same loss settings and the same run settings."""
