@@ -15,7 +15,7 @@ and products whose difficulty is set by the operands: a task worth comparing alg
 (2026-12-05, commit 40a12ee): add2 0.172 (34 % cut at 40 tokens), add3 0.000, add2-big 0.031, mul 0.359; add2, the
 default, is the one with room on both sides. The regime is the toy lab's: several updates per
 rollout batch, so that the ratio leaves 1 and the clip, ETR's bounds and ERC's mask can act (their clip fractions are
-in the metrics). One run is ~30 min on 2 cores; runs of several algorithms and seeds are plotted with plot.py.
+in the metrics). One run is ~40 min on 2 cores (117 s per step); runs of several algorithms and seeds are plotted with plot.py.
 """
 import argparse
 import json
@@ -99,7 +99,7 @@ def main(argv=None):
     name = ("" if a.model == MODEL else Path(a.model).name + "-") + f"{a.task}-{a.algo}-s{a.seed}"
     run_dir = Path(a.out) / name
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "steps": a.steps}.items()]
-    print(f"real_lm: {name}, {a.steps} steps (~80 s each on 2 cores) into {run_dir}", file=sys.stderr)
+    print(f"real_lm: {name}, {a.steps} steps (~2 min each on 2 cores) into {run_dir}", file=sys.stderr)
     t0 = time.time()
     train.main(["--model", a.model, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),
                 "--eval-every", "0", "--save-every", "0", "--keep-last", "1", "--out", str(run_dir / "run"), *flags])
