@@ -192,6 +192,8 @@ def paired_interval(by_seed: dict, baseline_by_seed: dict, level: float = 0.95) 
 # what the interval table shows: column title -> per-seed values of a group's runs
 CI_COLUMNS = {
     "reward, last {n} steps": lambda runs, n: window_values(runs, "reward_mean", last=n),
+    "gain, last {n} - first {n}": lambda runs, n: [b - a for a, b in zip(window_values(runs, "reward_mean", first=n),
+                                                                    window_values(runs, "reward_mean", last=n))],
     "entropy, last {n} steps": lambda runs, n: window_values(runs, "entropy", last=n),
     "lowest entropy of the run": lambda runs, n: window_values(runs, "entropy", reduce=min),
 }

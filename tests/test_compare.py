@@ -160,13 +160,28 @@ def test_ci_table_rows_and_paired_differences(tmp_path):
     lines = plot.ci_table(plot.load_seeded(dirs), "grpo", last=2).splitlines()
     grpo, etr, dapo = (next(l for l in lines if l.startswith(f"| {n} |")) for n in ("grpo", "etr", "dapo"))
     # grpo: 0.6 -+ 4.30265 * 0.1 / sqrt(3) = [0.352, 0.848]; its own difference column is empty
-    assert grpo.startswith("| grpo | 3 | 3 | 0.600 [0.352, 0.848] |  | 0.650 [0.650, 0.650] |  | 0.500 [0.500, 0.500] |")
+    assert grpo.startswith("| grpo | 3 | 3 | 0.600 [0.352, 0.848] |  | 0.000 [0.000, 0.000] |  | 0.650 [0.650, 0.650] "
+                           "|  | 0.500 [0.500, 0.500] |")
     assert "| +0.200 [-0.048, +0.448] |" in etr
     assert "| +0.100 [+0.100, +0.100] * |" in dapo
     assert etr.endswith("| 0.500 [0.500, 0.500] | +0.000 [+0.000, +0.000] |")
 
 
 # --------------------------------------------------------------------------------------------- sweep.py and --regime
+
+def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
+    # grpo seed 0: 0.1 0.2 0.5 0.6 -> last 2 minus first 2 = 0.55 - 0.15 = 0.40; seed 1: 0.2 0.2 0.3 0.3 -> 0.10.
+    # etr: seed 0 -> 0.50, seed 1 -> 0.30, so etr - grpo = +0.10, +0.20 per seed: mean +0.150, t(0.975, 1) = 12.706
+    # -> half width 12.706 * 0.0707 / sqrt(2) = 0.635 -> [-0.485, +0.785]
+    rewards = {"grpo-s0": [0.1, 0.2, 0.5, 0.6], "grpo-s1": [0.2, 0.2, 0.3, 0.3],
+               "etr-s0": [0.0, 0.1, 0.5, 0.6], "etr-s1": [0.0, 0.2, 0.3, 0.5]}
+    dirs = [write_run(tmp_path, name, rows(r)) for name, r in rewards.items()]
+    lines = plot.ci_table(plot.load_seeded(dirs), "grpo", last=2).splitlines()
+    assert "gain, last 2 - first 2" in lines[0]
+    grpo, etr = (next(l for l in lines if l.startswith(f"| {n} |")) for n in ("grpo", "etr"))
+    assert "| 0.250 [-1.656, 2.156] |" in grpo  # mean 0.25, 12.706 * 0.2121 / sqrt(2) = 1.906
+    assert "| 0.400 [-0.871, 1.671] | +0.150 [-0.485, +0.785] |" in etr
+
 
 def test_sweep_row_by_hand(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))  # sweep imports its siblings (compare, plot) by name
