@@ -193,6 +193,9 @@ def erc_keep_mask(entropy, old_entropy, beta_low: float, beta_high: float):
 # --------------------------------------------------------------------------------------------------
 # 5. GSPO: one importance ratio per sequence (arXiv 2507.18071)
 # --------------------------------------------------------------------------------------------------
+# Sections 5-8 are the clip family: the other answers to "how should the trust region look" (docs/clip-family.md).
+# A first reading of GRPO, ETR and ERC may skip them: sections 1-4 and 9-10 need none of it but high_entropy_mask,
+# which finish() applies only when top_entropy_quantile < 1.
 def sequence_ratio(logp, old_logp, mask, max_log_ratio: float = 20.0):
     """GSPO's sequence-level importance ratio, the geometric mean of the token ratios (GSPO eq. 7):
 
