@@ -43,6 +43,8 @@ METRICS = {
     "etr_eps_low_mean": "ETR: mean eps_low",
     "etr_eps_high_mean": "ETR: mean eps_high",
     "erc_masked_frac": "ERC: fraction of tokens masked",
+    "cov_selected_frac": "Clip-Cov / KL-Cov: fraction of tokens chosen",
+    "entropy_kept_frac": "80/20: fraction of tokens that keep their loss",
     "response_len_mean": "response length (tokens)",
 }
 
@@ -274,28 +276,32 @@ def table(groups: dict, last: int = 10) -> str:
 
 
 def plot(groups: dict, out: Path, window: int, title: str = ""):
-    """One panel per metric of METRICS, one line + min/max band per group; written to `out` as a PNG."""
+    """One panel per metric of METRICS that some run logged (4 to a row), one line + min/max band per group;
+    written to `out` as a PNG."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
+    curves = {key: {name: spread(runs, key, window) for name, runs in groups.items()} for key in METRICS}
+    shown = [key for key in METRICS if any(c is not None for c in curves[key].values())] or ["reward_mean"]
+    rows = math.ceil(len(shown) / 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(16, 3.5 * rows), sharex=True, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (key, panel_title) in zip(axes.flat, METRICS.items()):
-        for i, (name, runs) in enumerate(groups.items()):
-            curve = spread(runs, key, window)
+    for ax, key in zip(axes.flat, shown):
+        for i, (name, curve) in enumerate(curves[key].items()):
             if curve is None:
                 continue
             steps, mean, low, high = curve
             color = colors[i % len(colors)]
-            ax.plot(steps, mean, color=color, lw=1.5, label=f"{name} (n={len(runs)})")
+            ax.plot(steps, mean, color=color, lw=1.5, label=f"{name} (n={len(groups[name])})")
             ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
-        if not ax.lines:
-            ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(panel_title, fontsize=10)
+        ax.set_title(METRICS[key], fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax in axes.flat[max(0, len(shown) - 4):len(shown)]:  # the lowest panel of each column
         ax.set_xlabel("step")
+        ax.xaxis.set_tick_params(labelbottom=True)
     axes[0, 0].legend(fontsize=8)
     smoothing = "raw values" if window == 1 else f"trailing mean over {window} steps"
     fig.suptitle(f"{title}{' -- ' if title else ''}line: mean over seeds, band: lowest to highest seed; {smoothing}",
