@@ -17,9 +17,11 @@ A group that never logs a metric (etr_eps_* outside ETR, erc_masked_frac outside
 The table printed below the figure's path uses the raw, unsmoothed values: per group the mean reward of the
 first and of the last --last steps and the mean entropy of the last --last steps, as the mean over seeds
 [lowest seed, highest seed]. A second table gives, over seeds, the mean and a 95 % confidence interval
-(Student t, n - 1 degrees of freedom) of the reward and the entropy of the last --ci-last steps and of the lowest
-entropy of the run, and the same for each group's difference to the --baseline group (default grpo), paired by
-seed: the runs of one seed share their data order and first samples, so their difference varies less than either.
+(Student t, n - 1 degrees of freedom) of the reward of the last --ci-last steps, its gain over the first ones, the
+entropy of the first and of the last --ci-last steps and the lowest entropy of the run, and the same for each
+group's difference to the --baseline group (default grpo; or the one group ending in "-grpo", as real_lm.py's
+add2-grpo), paired by seed: the runs of one seed share their data order and first samples, so their difference
+varies less than either.
 With matplotlib, a second figure <out>-ci.png draws those differences with their intervals.
 
 matplotlib draws the figure; it is not a dependency of the project. Without it the table is still printed.
@@ -52,6 +54,15 @@ METRICS = {
 def group_name(run_dir: Path) -> str:
     """'runs/compare/etr-s2' -> 'etr': the directory name without its -s<seed> suffix."""
     return re.sub(r"-s\d+$", "", Path(run_dir).name)
+
+
+def resolve_baseline(names, baseline: str) -> str:
+    """The group the differences are taken to: `baseline` itself, else the one group named '<prefix>-<baseline>'
+    (real_lm.py's 'add2-grpo' for the default 'grpo'); unchanged when there is none or more than one."""
+    if baseline in names:
+        return baseline
+    ends = [name for name in names if name.endswith("-" + baseline)]
+    return ends[0] if len(ends) == 1 else baseline
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -196,6 +207,7 @@ CI_COLUMNS = {
     "reward, last {n} steps": lambda runs, n: window_values(runs, "reward_mean", last=n),
     "gain, last {n} - first {n}": lambda runs, n: [b - a for a, b in zip(window_values(runs, "reward_mean", first=n),
                                                                     window_values(runs, "reward_mean", last=n))],
+    "entropy, first {n} steps": lambda runs, n: window_values(runs, "entropy", first=n),  # how fast it collapses
     "entropy, last {n} steps": lambda runs, n: window_values(runs, "entropy", last=n),
     "lowest entropy of the run": lambda runs, n: window_values(runs, "entropy", reduce=min),
 }
@@ -345,7 +357,11 @@ def main(argv=None):
     seeded = load_seeded(args.runs)
     groups = {name: list(by_seed.values()) for name, by_seed in seeded.items()}
     print(table(groups, args.last))
+    args.baseline = resolve_baseline(seeded, args.baseline)
     if any(len(by_seed) > 1 for by_seed in seeded.values()):
+        if args.baseline not in seeded:
+            print(f"note: no group named {args.baseline}: the '- {args.baseline}' columns stay empty "
+                  f"(name one of {', '.join(seeded)} with --baseline)", file=sys.stderr)
         print(f"\nMean over seeds [95 % Student t interval, n - 1 degrees of freedom]; differences to "
               f"{args.baseline} paired by seed, * = the interval excludes 0:\n")
         print(ci_table(seeded, args.baseline, args.ci_last))

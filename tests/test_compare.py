@@ -160,11 +160,27 @@ def test_ci_table_rows_and_paired_differences(tmp_path):
     lines = plot.ci_table(plot.load_seeded(dirs), "grpo", last=2).splitlines()
     grpo, etr, dapo = (next(l for l in lines if l.startswith(f"| {n} |")) for n in ("grpo", "etr", "dapo"))
     # grpo: 0.6 -+ 4.30265 * 0.1 / sqrt(3) = [0.352, 0.848]; its own difference column is empty
-    assert grpo.startswith("| grpo | 3 | 3 | 0.600 [0.352, 0.848] |  | 0.000 [0.000, 0.000] |  | 0.650 [0.650, 0.650] "
-                           "|  | 0.500 [0.500, 0.500] |")
+    # entropy, first 2 steps: (1.0 + 0.5) / 2 = 0.75; last 2 steps: (0.5 + 0.8) / 2 = 0.65
+    assert grpo.startswith("| grpo | 3 | 3 | 0.600 [0.352, 0.848] |  | 0.000 [0.000, 0.000] |  | 0.750 [0.750, 0.750] "
+                           "|  | 0.650 [0.650, 0.650] |  | 0.500 [0.500, 0.500] |")
     assert "| +0.200 [-0.048, +0.448] |" in etr
     assert "| +0.100 [+0.100, +0.100] * |" in dapo
     assert etr.endswith("| 0.500 [0.500, 0.500] | +0.000 [+0.000, +0.000] |")
+
+
+def test_the_default_baseline_finds_real_lms_task_prefixed_group(tmp_path, capsys):
+    # real_lm.py names its runs add2-grpo-s0, ...: the default --baseline grpo must pair add2-etr with add2-grpo
+    # (etr = grpo + 0.1 on both seeds -> +0.100 [+0.100, +0.100] *), and a name that matches no group says so
+    assert plot.resolve_baseline(["add2-etr", "add2-grpo"], "grpo") == "add2-grpo"
+    assert plot.resolve_baseline(["grpo", "add2-grpo"], "grpo") == "grpo"  # an exact name wins
+    assert plot.resolve_baseline(["add2-grpo", "mul-grpo"], "grpo") == "grpo"  # two candidates: none chosen
+    dirs = [write_run(tmp_path, f"add2-{name}-s{seed}", rows([0.5 + seed / 10 + shift] * 2))
+            for name, shift in (("grpo", 0.0), ("etr", 0.1)) for seed in (0, 1)]
+    plot.main([*map(str, dirs), "--out", str(tmp_path / "fig.png"), "--last", "1", "--ci-last", "1"])
+    etr = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("| add2-etr | 2 |") and "*" in l)
+    assert "| +0.100 [+0.100, +0.100] * |" in etr
+    plot.main([*map(str, dirs), "--out", str(tmp_path / "fig.png"), "--baseline", "dapo"])
+    assert "no group named dapo" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- sweep.py and --regime
