@@ -5,7 +5,7 @@ on generated arithmetic, through train.py unchanged.
     python benchmarks/real_lm.py --probe                    # each task's start: sampled accuracy, cut completions
     python benchmarks/real_lm.py --algo grpo --seed 0       # one run (the settings below); its metrics, config and
                                                             # machine go to benchmarks/results/real_lm/<task>-<algo>-s<seed>/
-    python benchmarks/plot.py benchmarks/results/real_lm/add2-* --out docs/real_lm.png      # curves and intervals
+    python benchmarks/plot.py benchmarks/results/real_lm/add2-* --out docs/real_lm.png --smooth 1 --ci-last 10
 
 Why these settings. Under the "reason step by step" chat prompt alone SmolLM2-135M rambles past any short budget
 (88-98 % of its completions cut at 48 tokens: nothing to learn from); with one worked example as an earlier chat turn
