@@ -183,8 +183,6 @@ def test_the_default_baseline_finds_real_lms_task_prefixed_group(tmp_path, capsy
     assert "no group named dapo" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------------------------- sweep.py and --regime
-
 def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
     # grpo seed 0: 0.1 0.2 0.5 0.6 -> last 2 minus first 2 = 0.55 - 0.15 = 0.40; seed 1: 0.2 0.2 0.3 0.3 -> 0.10.
     # etr: seed 0 -> 0.50, seed 1 -> 0.30, so etr - grpo = +0.10, +0.20 per seed: mean +0.150, t(0.975, 1) = 12.706
@@ -198,6 +196,8 @@ def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
     assert "| 0.250 [-1.656, 2.156] |" in grpo  # mean 0.25, 12.706 * 0.2121 / sqrt(2) = 1.906
     assert "| 0.400 [-0.871, 1.671] | +0.150 [-0.485, +0.785] |" in etr
 
+
+# --------------------------------------------------------------------------------------------- sweep.py and --regime
 
 def test_sweep_row_by_hand(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))  # sweep imports its siblings (compare, plot) by name
