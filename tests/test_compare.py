@@ -183,19 +183,20 @@ def test_the_default_baseline_finds_real_lms_task_prefixed_group(tmp_path, capsy
     assert "no group named dapo" in capsys.readouterr().err
 
 
-def test_real_lm_keeps_another_lr_apart_and_passes_it_to_train(tmp_path, monkeypatch):
-    # the default regime's runs are add2-<algo>-s<seed> (plot.py's add2-*); another --lr is another regime, so its runs
-    # must neither match add2-* nor be trained at the default lr
+def test_real_lm_keeps_another_regime_apart_and_passes_it_to_train(tmp_path, monkeypatch):
+    # the default regime's runs are add2-<algo>-s<seed> (plot.py's add2-*); another --lr or --mini-batches is another
+    # regime, so its runs must neither match add2-* nor be trained with the default's settings
     import fnmatch
 
     import train
     from benchmarks import real_lm
 
-    lr = real_lm.SETTINGS["lr"]
-    assert real_lm.run_name(real_lm.MODEL, lr, "add2", "grpo", 0) == "add2-grpo-s0"
-    assert real_lm.run_name(real_lm.MODEL, 3e-5, "add2", "etr", 1) == "lr3e-05-add2-etr-s1"
+    lr, mb = real_lm.SETTINGS["lr"], real_lm.SETTINGS["mini_batches"]
+    assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb) == "add2-grpo-s0"
+    assert real_lm.run_name(real_lm.MODEL, "add2", "etr", 1, 3e-5, mb) == "lr3e-05-add2-etr-s1"
+    assert real_lm.run_name(real_lm.MODEL, "add2", "etr", 1, lr, 16) == "mb16-add2-etr-s1"
     hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert real_lm.run_name(hub, lr, "mul", "grpo", 2) == "SmolLM2-135M-Instruct-mul-grpo-s2"
+    assert real_lm.run_name(hub, "mul", "grpo", 2, lr, mb) == "SmolLM2-135M-Instruct-mul-grpo-s2"
     assert not fnmatch.fnmatch("lr3e-05-add2-etr-s1", "add2-*")
     assert plot.resolve_baseline(["lr3e-05-add2-etr", "lr3e-05-add2-grpo"], "grpo") == "lr3e-05-add2-grpo"
 
@@ -205,6 +206,10 @@ def test_real_lm_keeps_another_lr_apart_and_passes_it_to_train(tmp_path, monkeyp
         real_lm.main(["--algo", "etr", "--lr", "3e-5", "--out", str(tmp_path)])
     assert "--lr=3e-05" in seen[0] and f"--lr={lr}" not in seen[0]
     assert seen[0][seen[0].index("--out") + 1] == str(tmp_path / "lr3e-05-add2-etr-s0" / "run")
+    # 16 updates of 64 / 16 = 4 rows each: the micro-batch (8 in the default) must shrink to 4, or train.py refuses it
+    with pytest.raises(SystemExit):
+        real_lm.main(["--mini-batches", "16", "--out", str(tmp_path)])
+    assert {"--mini-batches=16", "--micro-batch-size=4", f"--lr={lr}"} <= set(seen[1])
 
 
 def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
