@@ -15,7 +15,8 @@ and products whose difficulty is set by the operands: a task worth comparing alg
 (2026-12-05, commit 40a12ee): add2 0.172 (34 % cut at 40 tokens), add3 0.000, add2-big 0.031, mul 0.359; add2, the
 default, is the one with room on both sides. The regime is the toy lab's: several updates per
 rollout batch, so that the ratio leaves 1 and the clip, ETR's bounds and ERC's mask can act (their clip fractions are
-in the metrics). One run is ~25 min on 2 cores (try 1, 2 epochs: 117 s per step); runs of several algorithms and seeds are plotted with plot.py.
+in the metrics); --lr and --mini-batches run another regime (docs/real_lm.md, try 4: none tried made the clip bind on
+much more than 1 % of the tokens without breaking the model). One run is ~25 min on 2 cores (try 1, 2 epochs: 117 s per step); runs of several algorithms and seeds are plotted with plot.py.
 """
 import argparse
 import json
