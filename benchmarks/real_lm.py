@@ -114,7 +114,10 @@ def main(argv=None):
 
     name = run_name(a.model, a.task, a.algo, a.seed, a.lr, a.mini_batches)
     run_dir = Path(a.out) / name
-    rows_per_update = SETTINGS["prompts_per_step"] * SETTINGS["group_size"] // a.mini_batches
+    rows = SETTINGS["prompts_per_step"] * SETTINGS["group_size"]
+    if a.mini_batches < 1 or rows % a.mini_batches:
+        p.error(f"--mini-batches {a.mini_batches} must divide the {rows} rows of a step: try 4, 8, 16 or 32")
+    rows_per_update = rows // a.mini_batches
     settings = {**SETTINGS, "steps": a.steps, "lr": a.lr, "mini_batches": a.mini_batches,
                 "micro_batch_size": min(SETTINGS["micro_batch_size"], rows_per_update)}
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]

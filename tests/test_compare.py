@@ -210,6 +210,10 @@ def test_real_lm_keeps_another_regime_apart_and_passes_it_to_train(tmp_path, mon
     with pytest.raises(SystemExit):
         real_lm.main(["--mini-batches", "16", "--out", str(tmp_path)])
     assert {"--mini-batches=16", "--micro-batch-size=4", f"--lr={lr}"} <= set(seen[1])
+    for bad in ("0", "7"):  # one line naming the fix, exit 2, before any training
+        with pytest.raises(SystemExit) as exit_:
+            real_lm.main(["--mini-batches", bad, "--out", str(tmp_path)])
+        assert exit_.value.code == 2 and len(seen) == 2
 
 
 def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
