@@ -17,7 +17,8 @@ default, is the one with room on both sides. The regime is the toy lab's: severa
 rollout batch, so that the ratio leaves 1 and the clip, ETR's bounds and ERC's mask can act (their clip fractions are
 in the metrics); --lr and --mini-batches run another regime (docs/real_lm.md, try 4: none tried made the clip bind on
 much more than 1 % of the tokens without breaking the model); --prompts-per-step 4 draws the same samples in 40 steps
-of 32 rows (try 5: the gain over the last 10 steps minus the first 10 reaches +0.20, at try 2's end reward). One run is ~25 min on 2 cores (try 1, 2 epochs: 117 s per step); runs of several algorithms and seeds are plotted with plot.py.
+of 32 rows (try 5: the gain over the last 10 steps minus the first 10 reaches +0.20, at no higher end reward than
+try 2's). One run is ~25 min on 2 cores (try 1, 2 epochs: 117 s per step); plot.py draws several runs.
 """
 import argparse
 import json
