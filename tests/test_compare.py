@@ -199,6 +199,7 @@ def test_real_lm_keeps_another_regime_apart_and_passes_it_to_train(tmp_path, mon
     assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 4, 40) == "p4-add2-grpo-s0"
     assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 4, 30) == "p4-steps30-add2-grpo-s0"
     assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 8, 30) == "steps30-add2-grpo-s0"
+    assert real_lm.run_name(real_lm.MODEL, "add2", "grpo", 0, lr, mb, 4, 40, 0.25) == "clip0.25-p4-add2-grpo-s0"
     hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert real_lm.run_name(hub, "mul", "grpo", 2, lr, mb) == "SmolLM2-135M-Instruct-mul-grpo-s2"
     assert not fnmatch.fnmatch("lr3e-05-add2-etr-s1", "add2-*")
@@ -219,11 +220,23 @@ def test_real_lm_keeps_another_regime_apart_and_passes_it_to_train(tmp_path, mon
         real_lm.main(["--prompts-per-step", "4", "--out", str(tmp_path)])
     assert {"--prompts-per-step=4", "--steps=40", "--mini-batches=8", "--micro-batch-size=4"} <= set(seen[2])
     assert seen[2][seen[2].index("--out") + 1] == str(tmp_path / "p4-add2-grpo-s0" / "run")
+    # --clip-scale 0.25: each algorithm's own ranges a quarter as wide (erc-dapo's clip-higher 0.28 -> 0.07; ETR's
+    # clamp [0.05, 0.5] -> [0.0125, 0.125]), and nothing else of the regime changes
+    for algo, want in (("grpo", {"eps_low": 0.05, "eps_high": 0.05}), ("erc-dapo", {"eps_low": 0.05, "eps_high": 0.07}),
+                       ("etr", {"eps_low": 0.05, "eps_high": 0.05, "etr_eps_min": 0.0125, "etr_eps_max": 0.125})):
+        with pytest.raises(SystemExit):
+            real_lm.main(["--algo", algo, "--clip-scale", "0.25", "--out", str(tmp_path)])
+        got = {f[2:].split("=")[0].replace("-", "_"): float(f.split("=")[1]) for f in seen[-1]
+               if f.startswith(("--eps-", "--etr-eps-"))}
+        assert got == pytest.approx(want) and f"--lr={lr}" in seen[-1]
+        assert seen[-1][seen[-1].index("--out") + 1] == str(tmp_path / f"clip0.25-add2-{algo}-s0" / "run")
+    assert not any(f.startswith("--eps") for f in seen[0])  # the default scale leaves the algorithm's own ranges
     for bad in (["--mini-batches", "0"], ["--mini-batches", "7"], ["--prompts-per-step", "0"],
-                ["--prompts-per-step", "3", "--mini-batches", "16"]):  # one line naming the fix, exit 2, no training
+                ["--prompts-per-step", "3", "--mini-batches", "16"], ["--clip-scale", "0"],
+                ["--algo", "nope", "--clip-scale", "0.5"]):  # one line naming the fix, exit 2, no training
         with pytest.raises(SystemExit) as exit_:
             real_lm.main([*bad, "--out", str(tmp_path)])
-        assert exit_.value.code == 2 and len(seen) == 3
+        assert exit_.value.code == 2 and len(seen) == 6
 
 
 def test_ci_table_gain_is_last_minus_first_paired_by_seed(tmp_path):
