@@ -18,7 +18,8 @@ rollout batch, so that the ratio leaves 1 and the clip, ETR's bounds and ERC's m
 in the metrics); --lr and --mini-batches run another regime (docs/real_lm.md, try 4: none tried made the clip bind on
 much more than 1 % of the tokens without breaking the model); --prompts-per-step 4 draws the same samples in 40 steps
 of 32 rows (try 5: the gain over the last 10 steps minus the first 10 reaches +0.20, at no higher end reward than
-try 2's). One run is ~25 min on 2 cores (try 1, 2 epochs: 117 s per step); plot.py draws several runs.
+try 2's); --clip-scale 0.25 narrows every algorithm's trust region to a quarter (try 6: the clip binds on 1.7 %, not
+1.2 %). One run is ~25 min on 2 cores (try 1, 2 epochs: 117 s per step); plot.py draws several runs.
 """
 import argparse
 import json
